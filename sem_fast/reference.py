@@ -1,0 +1,165 @@
+"""The reference path: plain PyTorch, written to read like the paper's equations.
+
+This module is the specification every fast backend is checked against. It computes in float32
+whatever the input dtype, favours clarity over speed (dense one-hot targets, materialized
+interpolation targets) and runs on any device.
+
+Notation (Han et al. 2023, Eq. 2, 3 and 9): ``g`` is the encoder (pooled penultimate features),
+``h`` the linear head, ``(x_i, y_i)`` a sample and ``(x_j, y_j)`` its partner ``j = perm[i]``.
+
+    mixup:   x~ = lam * x_i + (1 - lam) * x_j
+    CutMix:  x~ = x_i with the box of x_j pasted in, lam = 1 - box area / (H * W)
+    y~     = lam * y_i + (1 - lam) * y_j                       (one-hot, then label smoothing)
+    loss   = CE(h(g(x~)), y~) + gamma * D(g(x~), lam * g(x_i) + (1 - lam) * g(x_j))
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sem_fast._checks import check_loss_args, check_mix_args
+from sem_fast.config import SEMConfig
+from sem_fast.sampling import MixDraw
+
+
+def normalize(images: torch.Tensor, cfg: SEMConfig) -> torch.Tensor:
+    """``(B, H, W, C) uint8`` -> ``(x / 255 - mean) / std`` as ``(B, C, H, W) float32``.
+
+    Float ``(B, C, H, W)`` input is taken as already normalized and only upcast to float32.
+    """
+    if images.dtype != torch.uint8:
+        return images.float()
+    C = images.shape[-1]
+    mean = torch.tensor(cfg.mean, device=images.device).view(1, C, 1, 1)
+    std = torch.tensor(cfg.std, device=images.device).view(1, C, 1, 1)
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    return (x - mean) / std
+
+
+def box_mask(box: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(B, 1, H, W) bool``: True inside each sample's half-open box ``(y0, y1, x0, x1)``."""
+    rows = torch.arange(height, device=box.device).view(1, height, 1)
+    cols = torch.arange(width, device=box.device).view(1, 1, width)
+    y0, y1, x0, x1 = (box[:, k].view(-1, 1, 1) for k in range(4))
+    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+    return inside.unsqueeze(1)
+
+
+def mix_images(images: torch.Tensor, draw: MixDraw, cfg: SEMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalize a batch and mix every sample with its partner.
+
+    Args:
+        images: ``(B, H, W, C) uint8`` or ``(B, C, H, W)`` float (already normalized).
+        draw: the `MixDraw` of this batch.
+        cfg: its ``mean``/``std``, ``out_dtype`` and ``channels_last`` are used.
+
+    Returns:
+        ``(x_clean, x_mix)``, both ``(B, C, H, W)`` in ``cfg.resolve_out_dtype(images)``
+        (``channels_last`` memory format if ``cfg.channels_last``). Per sample ``b`` with partner
+        ``j = draw.perm[b]``: mixup ``x_mix[b] = lam[b] * x[b] + (1 - lam[b]) * x[j]``; CutMix
+        ``x_mix[b] = x[b]`` with ``draw.box[b]`` taken from ``x[j]``. When ``cfg.mixes`` is False,
+        ``x_mix`` is ``x_clean``. Differentiable with respect to float ``images``.
+    """
+    check_mix_args(images, draw, cfg)
+    return mix_images_unchecked(images, draw, cfg)
+
+
+def mix_images_unchecked(images: torch.Tensor, draw: MixDraw, cfg: SEMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mix_images` for arguments already checked (by `fused_sem_step`)."""
+    x = normalize(images, cfg)
+    B, _, H, W = x.shape
+    x_partner = x[draw.perm]
+    lam = draw.lam.view(B, 1, 1, 1)
+    lerp = lam * x + (1.0 - lam) * x_partner
+    paste = torch.where(box_mask(draw.box, H, W), x_partner, x)
+    x_mix = torch.where(draw.is_cutmix.view(B, 1, 1, 1), paste, lerp)
+
+    dtype = cfg.resolve_out_dtype(images)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    x_clean = x.to(dtype=dtype, memory_format=fmt)
+    if not cfg.mixes:
+        return x_clean, x_clean
+    return x_clean, x_mix.to(dtype=dtype, memory_format=fmt)
+
+
+def mixed_targets(labels: torch.Tensor, draw: MixDraw, num_classes: int, label_smoothing: float) -> torch.Tensor:
+    """``y~ = lam * onehot(y_i) + (1 - lam) * onehot(y_perm[i])``, then smoothed: ``(B, K) float32``."""
+    own = F.one_hot(labels.long(), num_classes).float()
+    partner = own[draw.perm]
+    lam = draw.lam.view(-1, 1)
+    y_mix = lam * own + (1.0 - lam) * partner
+    return (1.0 - label_smoothing) * y_mix + label_smoothing / num_classes
+
+
+def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, draw: MixDraw, cfg: SEMConfig) -> torch.Tensor:
+    """``mean_b CE(logits[b], y~[b])`` = ``lam * CE(., y_i) + (1 - lam) * CE(., y_j)``: ``() float32``.
+
+    ``logits (B, K)`` fp32|bf16|fp16, ``labels (B,)`` int64|int32 in ``[0, K)``.
+    """
+    K = logits.shape[1]
+    targets = mixed_targets(labels, draw, K, cfg.label_smoothing)
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def sem_target(z_clean: torch.Tensor, draw: MixDraw, detach: bool) -> torch.Tensor:
+    """``t[b] = lam[b] * z_clean[b] + (1 - lam[b]) * z_clean[perm[b]]``: ``(B, D) float32``."""
+    z = z_clean.float()
+    lam = draw.lam.view(-1, 1)
+    t = lam * z + (1.0 - lam) * z[draw.perm]
+    return t.detach() if detach else t
+
+
+def sem_distance(z_mix: torch.Tensor, z_clean: torch.Tensor, draw: MixDraw, cfg: SEMConfig) -> torch.Tensor:
+    """The SEM term ``D(g(x~), t)`` with ``D`` the squared error: ``() float32``.
+
+    ``cfg.sem_reduction == 'mean'``: mean over batch and features (``F.mse_loss``);
+    ``'sum'``: squared L2 norm per sample, averaged over the batch.
+    """
+    diff = z_mix.float() - sem_target(z_clean, draw, cfg.detach_target)
+    sq = diff * diff
+    return sq.mean() if cfg.sem_reduction == "mean" else sq.sum(1).mean()
+
+
+def sem_loss(
+    logits: torch.Tensor,
+    z_mix: torch.Tensor,
+    z_clean: torch.Tensor | None,
+    labels: torch.Tensor,
+    draw: MixDraw,
+    cfg: SEMConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixed cross-entropy plus ``gamma`` times the SEM term.
+
+    Args:
+        logits: ``(B, K)`` fp32|bf16|fp16, ``h(g(x~))``.
+        z_mix: ``(B, D)`` fp32|bf16|fp16, ``g(x~)``.
+        z_clean: ``(B, D)``, ``g(x)`` of the clean batch, or ``None`` when the step skipped the
+            clean pass (``gamma == 0`` or no mixing): the SEM term is then 0.
+        labels: ``(B,)`` int64|int32 in ``[0, K)``.
+        draw: the `MixDraw` the images were mixed with.
+        cfg: ``gamma``, ``sem_reduction``, ``detach_target`` and ``label_smoothing`` are used.
+
+    Returns:
+        ``(loss, ce, sem)``, each a ``() float32`` tensor, ``loss = ce + cfg.gamma * sem``.
+    """
+    check_loss_args(logits, z_mix, z_clean, labels, draw, cfg)
+    return sem_loss_unchecked(logits, z_mix, z_clean, labels, draw, cfg)
+
+
+def sem_loss_unchecked(
+    logits: torch.Tensor,
+    z_mix: torch.Tensor,
+    z_clean: torch.Tensor | None,
+    labels: torch.Tensor,
+    draw: MixDraw,
+    cfg: SEMConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`sem_loss` for arguments already checked (by `fused_sem_step`)."""
+    ce = mixed_cross_entropy(logits, labels, draw, cfg)
+    if z_clean is None:
+        sem = torch.zeros((), device=logits.device)
+        return ce, ce, sem
+    sem = sem_distance(z_mix, z_clean, draw, cfg)
+    return ce + cfg.gamma * sem, ce, sem
+

@@ -1,0 +1,102 @@
+"""`fused_sem_step`: one SEM training step (mix, clean pass, mixed pass, loss) without backward."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple, Protocol
+
+import torch
+
+from sem_fast._checks import check_channels, check_draw, check_features, check_images, check_labels
+from sem_fast.backends import get_backend
+from sem_fast.config import SEMConfig
+from sem_fast.sampling import MixDraw, sample_draw
+
+
+class EncoderClassifier(Protocol):
+    """A model split as ``f = classify . encode`` (see `sem_fast.models.split`)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` images -> ``(B, D)`` pooled penultimate features."""
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, D)`` features -> ``(B, K)`` logits (a linear layer)."""
+
+
+class StepOutput(NamedTuple):
+    """What `fused_sem_step` returns.
+
+    Attributes:
+        loss: ``() float32``, ``ce + cfg.gamma * sem``; call ``backward()`` on it.
+        ce: ``() float32``, the mixed cross-entropy.
+        sem: ``() float32``, the SEM term (0 when the clean pass is skipped).
+        logits: ``(B, K)``, logits of the mixed batch.
+        draw: the `MixDraw` used.
+    """
+
+    loss: torch.Tensor
+    ce: torch.Tensor
+    sem: torch.Tensor
+    logits: torch.Tensor
+    draw: MixDraw
+
+
+def fused_sem_step(
+    model: EncoderClassifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: SEMConfig,
+    *,
+    generator: torch.Generator | None = None,
+    draw: MixDraw | None = None,
+) -> StepOutput:
+    """Run one SEM step and return its loss; the caller runs ``backward()`` and the optimizer.
+
+    1. Normalize and mix ``images`` (one fused op on the fast backends) with ``draw``, sampled
+       on the device when not given.
+    2. Clean pass ``z = model.encode(x_clean)``, under ``no_grad`` when ``cfg.detach_target``;
+       skipped when there is no SEM term (``cfg.gamma == 0`` or no mixing).
+    3. Mixed pass ``z_mix = model.encode(x_mix)``, ``logits = model.classify(z_mix)``.
+    4. ``loss = mixed CE + cfg.gamma * ||z_mix - (lam * z + (1 - lam) * z[perm])||^2``.
+
+    Because it stops at the loss, it composes with AMP (run it under ``torch.autocast``),
+    gradient scalers, DDP, gradient accumulation and ``torch.compile``.
+
+    Args:
+        model: has ``encode`` and ``classify`` (`sem_fast.models`, or any model through
+            `sem_fast.models.split`).
+        images: ``(B, H, W, C) uint8`` as loaders produce it, or ``(B, C, H, W)`` float32 /
+            bfloat16 / float16 already normalized.
+        labels: ``(B,) int64|int32`` class indices in ``[0, K)`` on the images' device.
+        cfg: the `SEMConfig`.
+        generator: drives `sample_draw` (a generator on the images' device).
+        draw: a fixed `MixDraw` to use instead of sampling one (tests, replays).
+    """
+    if not isinstance(cfg, SEMConfig):
+        raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
+    for method in ("encode", "classify"):
+        if not callable(getattr(model, method, None)):
+            raise TypeError(
+                f"model must have an {method}() method; wrap it with sem_fast.models.split(model)"
+            )
+    B, _, H, W = check_images(images)
+    check_channels(images, cfg)
+    device = images.device
+    check_labels(labels, B, device, num_classes=None)
+    if draw is None:
+        draw = sample_draw(B, H, W, cfg, device=device, generator=generator)
+    else:
+        check_draw(draw, B, device, (H, W))
+    backend = get_backend(cfg.backend, device)
+
+    x_clean, x_mix = backend.mix_images(images, draw, cfg)
+    z_clean = None
+    if cfg.uses_clean_pass:
+        with torch.no_grad() if cfg.detach_target else contextlib.nullcontext():
+            z_clean = model.encode(x_clean)
+    z_mix = model.encode(x_mix)
+    logits = model.classify(z_mix)
+    num_classes = check_features(logits, z_mix, z_clean, B, device)
+    check_labels(labels, B, device, num_classes)
+    loss, ce, sem = backend.sem_loss(logits, z_mix, z_clean, labels, draw, cfg)
+    return StepOutput(loss, ce, sem, logits, draw)

@@ -154,7 +154,37 @@ def check_features(
     return logits.shape[1]
 
 
-def check_mix_args(images: object, draw: object, cfg: SEMConfig) -> tuple[int, int, int, int]:
+def check_augment(augment: object, batch_size: int, device: torch.device, image_size: tuple[int, int], cfg: SEMConfig) -> None:
+    """An `AugmentDraw` for ``batch_size`` samples on ``device``, offsets within ``cfg.crop_padding``."""
+    from sem_fast.sampling import AugmentDraw
+
+    if not isinstance(augment, AugmentDraw):
+        raise TypeError(f"augment must be an AugmentDraw or None, got {type(augment).__name__}")
+    for field, shape, dtype in (("offset", (batch_size, 2), torch.int32), ("flip", (batch_size,), torch.bool)):
+        t = check_tensor(f"augment.{field}", getattr(augment, field))
+        if t.dtype != dtype:
+            raise TypeError(f"augment.{field} must be {dtype}, got {t.dtype}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"augment.{field} must have shape {shape} for a batch of {batch_size}, got {tuple(t.shape)}")
+        check_same_device(f"augment.{field}", t, device, "the images")
+    check_padding(cfg, image_size)
+    p = cfg.crop_padding
+    if values_inspectable(augment.offset) and not bool(((augment.offset >= 0) & (augment.offset <= 2 * p)).all()):
+        raise ValueError(f"augment.offset must lie in [0, 2 * cfg.crop_padding] = [0, {2 * p}]")
+
+
+def check_padding(cfg: SEMConfig, image_size: tuple[int, int]) -> None:
+    """Reflect padding needs ``cfg.crop_padding`` smaller than both image sides."""
+    if cfg.padding_mode == "reflect" and cfg.crop_padding >= min(image_size):
+        raise ValueError(
+            f"SEMConfig.crop_padding={cfg.crop_padding} with padding_mode='reflect' must be smaller "
+            f"than the image size {image_size}"
+        )
+
+
+def check_mix_args(
+    images: object, draw: object, cfg: SEMConfig, augment: object | None = None
+) -> tuple[int, int, int, int]:
     """All arguments of a ``mix_images`` op; returns ``(B, C, H, W)``."""
     from sem_fast.config import SEMConfig
 
@@ -163,6 +193,8 @@ def check_mix_args(images: object, draw: object, cfg: SEMConfig) -> tuple[int, i
     B, C, H, W = check_images(images)
     check_channels(images, cfg)
     check_draw(draw, B, images.device, (H, W))
+    if augment is not None:
+        check_augment(augment, B, images.device, (H, W), cfg)
     return B, C, H, W
 
 

@@ -22,6 +22,7 @@ LamMode = Literal["batch", "elem"]
 Pairing = Literal["perm", "flip"]
 SemReduction = Literal["mean", "sum"]
 Backend = Literal["auto", "triton", "cuda", "reference"]
+PaddingMode = Literal["zeros", "reflect"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mix": ("mixup", "cutmix", "switch", "none"),
@@ -29,6 +30,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "pairing": ("perm", "flip"),
     "sem_reduction": ("mean", "sum"),
     "backend": ("auto", "triton", "cuda", "reference"),
+    "padding_mode": ("zeros", "reflect"),
 }
 _OUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -63,6 +65,12 @@ class SEMConfig:
         channels_last: return the images in ``torch.channels_last`` memory format.
         backend: ``'reference'`` (plain PyTorch, any device), ``'triton'``, ``'cuda'``
             (compiled extension) or ``'auto'`` (the fastest available for the images' device).
+        crop_padding: random-crop augmentation of the clean images before mixing: pad every
+            side by this many pixels and crop back to ``H x W`` at a random offset (0 = off;
+            4 is the usual CIFAR setting).
+        padding_mode: ``'zeros'`` (pad with 0 in the input's own units: black for uint8) or
+            ``'reflect'`` (mirror without repeating the edge, as ``F.pad(mode='reflect')``).
+        hflip: random horizontal flip (probability 1/2) of the clean images before mixing.
     """
 
     mix: MixMode = "mixup"
@@ -82,13 +90,16 @@ class SEMConfig:
     out_dtype: torch.dtype | None = None
     channels_last: bool = True
     backend: Backend = "auto"
+    crop_padding: int = 0
+    padding_mode: PaddingMode = "zeros"
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"SEMConfig.{name} must be one of {allowed}, got {value!r}")
-        for name in ("correct_lam", "detach_target", "channels_last"):
+        for name in ("correct_lam", "detach_target", "channels_last", "hflip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"SEMConfig.{name} must be a bool, got {getattr(self, name)!r}")
         _check_number("alpha", self.alpha, low=0.0, low_open=True)
@@ -96,6 +107,8 @@ class SEMConfig:
         _check_number("switch_prob", self.switch_prob, low=0.0, high=1.0)
         _check_number("mix_prob", self.mix_prob, low=0.0, high=1.0)
         _check_number("gamma", self.gamma, low=0.0)
+        if not isinstance(self.crop_padding, int) or isinstance(self.crop_padding, bool) or self.crop_padding < 0:
+            raise ValueError(f"SEMConfig.crop_padding must be an int >= 0, got {self.crop_padding!r}")
         _check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
         # Tuples so that the frozen config stays hashable (torch.compile guards on it).
         object.__setattr__(self, "mean", _channel_tuple("mean", self.mean, positive=False))
@@ -114,6 +127,11 @@ class SEMConfig:
     def mixes(self) -> bool:
         """Whether any sample can be mixed (``mix != 'none'`` and ``mix_prob > 0``)."""
         return self.mix != "none" and self.mix_prob > 0.0
+
+    @property
+    def augments(self) -> bool:
+        """Whether the clean images are augmented (random crop and/or flip) before mixing."""
+        return self.crop_padding > 0 or self.hflip
 
     @property
     def uses_clean_pass(self) -> bool:

@@ -20,7 +20,23 @@ import torch.nn.functional as F
 
 from sem_fast._checks import check_loss_args, check_mix_args
 from sem_fast.config import SEMConfig
-from sem_fast.sampling import MixDraw
+from sem_fast.sampling import AugmentDraw, MixDraw
+
+
+def as_float_nchw(images: torch.Tensor) -> torch.Tensor:
+    """The batch as ``(B, C, H, W) float32`` in its own units (0..255 for uint8 NHWC input)."""
+    return images.permute(0, 3, 1, 2).float() if images.dtype == torch.uint8 else images.float()
+
+
+def normalize_units(x: torch.Tensor, from_uint8: bool, cfg: SEMConfig) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` for pixel values ``x (B, C, H, W) float32`` in 0..255; float
+    input (``from_uint8=False``) is already normalized and returned as is."""
+    if not from_uint8:
+        return x
+    C = x.shape[1]
+    mean = torch.tensor(cfg.mean, device=x.device).view(1, C, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device).view(1, C, 1, 1)
+    return (x / 255.0 - mean) / std
 
 
 def normalize(images: torch.Tensor, cfg: SEMConfig) -> torch.Tensor:
@@ -28,13 +44,27 @@ def normalize(images: torch.Tensor, cfg: SEMConfig) -> torch.Tensor:
 
     Float ``(B, C, H, W)`` input is taken as already normalized and only upcast to float32.
     """
-    if images.dtype != torch.uint8:
-        return images.float()
-    C = images.shape[-1]
-    mean = torch.tensor(cfg.mean, device=images.device).view(1, C, 1, 1)
-    std = torch.tensor(cfg.std, device=images.device).view(1, C, 1, 1)
-    x = images.permute(0, 3, 1, 2).float() / 255.0
-    return (x - mean) / std
+    return normalize_units(as_float_nchw(images), images.dtype == torch.uint8, cfg)
+
+
+def augment_images(x: torch.Tensor, augment: AugmentDraw, cfg: SEMConfig) -> torch.Tensor:
+    """Per-sample random crop with padding and horizontal flip of ``x (B, C, H, W) float32``.
+
+    ``out[b, :, i, j] = pad(x)[b, :, i + dy, jj + dx]`` with ``(dy, dx) = augment.offset[b]``,
+    ``jj = W - 1 - j`` if ``augment.flip[b]`` else ``j``, and ``pad`` adding
+    ``cfg.crop_padding`` pixels on every side (zeros, or mirrored for ``'reflect'``).
+    """
+    B, _, H, W = x.shape
+    p = cfg.crop_padding
+    if p > 0:
+        x = F.pad(x, (p, p, p, p), mode="reflect" if cfg.padding_mode == "reflect" else "constant")
+    dy, dx = augment.offset.long().unbind(1)
+    cols = torch.arange(W, device=x.device).expand(B, W)
+    cols = torch.where(augment.flip.view(B, 1), W - 1 - cols, cols)
+    rows = torch.arange(H, device=x.device).view(1, H) + dy.view(B, 1)
+    cols = cols + dx.view(B, 1)
+    batch = torch.arange(B, device=x.device).view(B, 1, 1)
+    return x[batch, :, rows.view(B, H, 1), cols.view(B, 1, W)].permute(0, 3, 1, 2)
 
 
 def box_mask(box: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -46,13 +76,18 @@ def box_mask(box: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return inside.unsqueeze(1)
 
 
-def mix_images(images: torch.Tensor, draw: MixDraw, cfg: SEMConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalize a batch and mix every sample with its partner.
+def mix_images(
+    images: torch.Tensor, draw: MixDraw, cfg: SEMConfig, *, augment: AugmentDraw | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalize a batch, optionally augment it, and mix every sample with its partner.
 
     Args:
         images: ``(B, H, W, C) uint8`` or ``(B, C, H, W)`` float (already normalized).
         draw: the `MixDraw` of this batch.
-        cfg: its ``mean``/``std``, ``out_dtype`` and ``channels_last`` are used.
+        cfg: its ``mean``/``std``, ``crop_padding``/``padding_mode``, ``out_dtype`` and
+            ``channels_last`` are used.
+        augment: crop offsets and flips (`sample_augment`) applied to the clean images before
+            mixing, so a partner is the augmented partner; ``None``: no augmentation.
 
     Returns:
         ``(x_clean, x_mix)``, both ``(B, C, H, W)`` in ``cfg.resolve_out_dtype(images)``
@@ -61,13 +96,18 @@ def mix_images(images: torch.Tensor, draw: MixDraw, cfg: SEMConfig) -> tuple[tor
         ``x_mix[b] = x[b]`` with ``draw.box[b]`` taken from ``x[j]``. When ``cfg.mixes`` is False,
         ``x_mix`` is ``x_clean``. Differentiable with respect to float ``images``.
     """
-    check_mix_args(images, draw, cfg)
-    return mix_images_unchecked(images, draw, cfg)
+    check_mix_args(images, draw, cfg, augment)
+    return mix_images_unchecked(images, draw, cfg, augment)
 
 
-def mix_images_unchecked(images: torch.Tensor, draw: MixDraw, cfg: SEMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_images_unchecked(
+    images: torch.Tensor, draw: MixDraw, cfg: SEMConfig, augment: AugmentDraw | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`mix_images` for arguments already checked (by `fused_sem_step`)."""
-    x = normalize(images, cfg)
+    x = as_float_nchw(images)
+    if augment is not None:
+        x = augment_images(x, augment, cfg)
+    x = normalize_units(x, images.dtype == torch.uint8, cfg)
     B, _, H, W = x.shape
     x_partner = x[draw.perm]
     lam = draw.lam.view(B, 1, 1, 1)

@@ -39,6 +39,45 @@ class MixDraw(NamedTuple):
     is_cutmix: torch.Tensor
 
 
+class AugmentDraw(NamedTuple):
+    """Per-sample crop and flip of a batch, applied to the clean images before mixing.
+
+    With ``p = cfg.crop_padding``, the augmented image is
+    ``aug[b, :, i, j] = pad(x)[b, :, i + dy, jj + dx]`` with ``jj = W - 1 - j`` where ``flip[b]``
+    (else ``j``) and ``pad(x)`` the input padded by ``p`` on every side (``cfg.padding_mode``).
+
+    Attributes:
+        offset: ``(B, 2) int32``, ``(dy, dx)`` crop offsets in ``[0, 2p]``; ``p`` is no shift.
+        flip: ``(B,) bool``, whether the crop is mirrored left-right.
+    """
+
+    offset: torch.Tensor
+    flip: torch.Tensor
+
+
+def sample_augment(
+    batch_size: int,
+    cfg: SEMConfig,
+    *,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> AugmentDraw:
+    """Sample an `AugmentDraw` on ``device`` without host sync: offsets uniform in
+    ``[0, 2 * cfg.crop_padding]`` and flips with probability 1/2 when ``cfg.hflip``."""
+    check_positive_int("batch_size", batch_size)
+    if not isinstance(cfg, SEMConfig):
+        raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
+    device = torch.device(device)
+    check_generator(generator, device)
+    p = cfg.crop_padding
+    offset = torch.randint(0, 2 * p + 1, (batch_size, 2), device=device, generator=generator)
+    if cfg.hflip:
+        flip = _coin(batch_size, 0.5, device, generator)
+    else:
+        flip = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    return AugmentDraw(offset=offset.to(torch.int32), flip=flip)
+
+
 def sample_draw(
     batch_size: int,
     height: int,

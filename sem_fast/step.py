@@ -7,10 +7,18 @@ from typing import NamedTuple, Protocol
 
 import torch
 
-from sem_fast._checks import check_channels, check_draw, check_features, check_images, check_labels
+from sem_fast._checks import (
+    check_augment,
+    check_channels,
+    check_draw,
+    check_features,
+    check_images,
+    check_labels,
+    check_padding,
+)
 from sem_fast.backends import get_backend
 from sem_fast.config import SEMConfig
-from sem_fast.sampling import MixDraw, sample_draw
+from sem_fast.sampling import AugmentDraw, MixDraw, sample_augment, sample_draw
 
 
 class EncoderClassifier(Protocol):
@@ -32,6 +40,7 @@ class StepOutput(NamedTuple):
         sem: ``() float32``, the SEM term (0 when the clean pass is skipped).
         logits: ``(B, K)``, logits of the mixed batch.
         draw: the `MixDraw` used.
+        augment: the `AugmentDraw` used, or ``None`` without augmentation.
     """
 
     loss: torch.Tensor
@@ -39,6 +48,7 @@ class StepOutput(NamedTuple):
     sem: torch.Tensor
     logits: torch.Tensor
     draw: MixDraw
+    augment: AugmentDraw | None = None
 
 
 def fused_sem_step(
@@ -49,11 +59,12 @@ def fused_sem_step(
     *,
     generator: torch.Generator | None = None,
     draw: MixDraw | None = None,
+    augment: AugmentDraw | None = None,
 ) -> StepOutput:
     """Run one SEM step and return its loss; the caller runs ``backward()`` and the optimizer.
 
-    1. Normalize and mix ``images`` (one fused op on the fast backends) with ``draw``, sampled
-       on the device when not given.
+    1. Normalize, augment (``cfg.crop_padding``/``cfg.hflip``) and mix ``images`` (one fused op
+       on the fast backends) with ``augment`` and ``draw``, sampled on the device when not given.
     2. Clean pass ``z = model.encode(x_clean)``, under ``no_grad`` when ``cfg.detach_target``;
        skipped when there is no SEM term (``cfg.gamma == 0`` or no mixing).
     3. Mixed pass ``z_mix = model.encode(x_mix)``, ``logits = model.classify(z_mix)``.
@@ -69,8 +80,9 @@ def fused_sem_step(
             bfloat16 / float16 already normalized.
         labels: ``(B,) int64|int32`` class indices in ``[0, K)`` on the images' device.
         cfg: the `SEMConfig`.
-        generator: drives `sample_draw` (a generator on the images' device).
+        generator: drives `sample_draw` and `sample_augment` (a generator on the images' device).
         draw: a fixed `MixDraw` to use instead of sampling one (tests, replays).
+        augment: a fixed `AugmentDraw` to use instead of sampling one (needs ``cfg.augments``).
     """
     if not isinstance(cfg, SEMConfig):
         raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
@@ -87,9 +99,16 @@ def fused_sem_step(
         draw = sample_draw(B, H, W, cfg, device=device, generator=generator)
     else:
         check_draw(draw, B, device, (H, W))
+    if augment is not None:
+        if not cfg.augments:
+            raise ValueError("augment was given but cfg has no augmentation (crop_padding=0, hflip=False)")
+        check_augment(augment, B, device, (H, W), cfg)
+    elif cfg.augments:
+        check_padding(cfg, (H, W))
+        augment = sample_augment(B, cfg, device=device, generator=generator)
     backend = get_backend(cfg.backend, device)
 
-    x_clean, x_mix = backend.mix_images(images, draw, cfg)
+    x_clean, x_mix = backend.mix_images(images, draw, cfg, augment)
     z_clean = None
     if cfg.uses_clean_pass:
         with torch.no_grad() if cfg.detach_target else contextlib.nullcontext():
@@ -99,4 +118,4 @@ def fused_sem_step(
     num_classes = check_features(logits, z_mix, z_clean, B, device)
     check_labels(labels, B, device, num_classes)
     loss, ce, sem = backend.sem_loss(logits, z_mix, z_clean, labels, draw, cfg)
-    return StepOutput(loss, ce, sem, logits, draw)
+    return StepOutput(loss, ce, sem, logits, draw, augment)

@@ -23,9 +23,14 @@ from sem_fast.config import SEMConfig
 from sem_fast.sampling import AugmentDraw, MixDraw
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32, or float64 if it is float64 (so that gradcheck can run in float64)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def as_float_nchw(images: torch.Tensor) -> torch.Tensor:
     """The batch as ``(B, C, H, W) float32`` in its own units (0..255 for uint8 NHWC input)."""
-    return images.permute(0, 3, 1, 2).float() if images.dtype == torch.uint8 else images.float()
+    return images.permute(0, 3, 1, 2).float() if images.dtype == torch.uint8 else upcast(images)
 
 
 def normalize_units(x: torch.Tensor, from_uint8: bool, cfg: SEMConfig) -> torch.Tensor:
@@ -125,7 +130,7 @@ def mix_images_unchecked(
 
 def mixed_targets(labels: torch.Tensor, draw: MixDraw, num_classes: int, label_smoothing: float) -> torch.Tensor:
     """``y~ = lam * onehot(y_i) + (1 - lam) * onehot(y_perm[i])``, then smoothed: ``(B, K) float32``."""
-    own = F.one_hot(labels.long(), num_classes).float()
+    own = F.one_hot(labels.long(), num_classes).to(draw.lam.dtype)
     partner = own[draw.perm]
     lam = draw.lam.view(-1, 1)
     y_mix = lam * own + (1.0 - lam) * partner
@@ -139,12 +144,12 @@ def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, draw: MixDra
     """
     K = logits.shape[1]
     targets = mixed_targets(labels, draw, K, cfg.label_smoothing)
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return -(targets * F.log_softmax(upcast(logits), dim=1)).sum(1).mean()
 
 
 def sem_target(z_clean: torch.Tensor, draw: MixDraw, detach: bool) -> torch.Tensor:
     """``t[b] = lam[b] * z_clean[b] + (1 - lam[b]) * z_clean[perm[b]]``: ``(B, D) float32``."""
-    z = z_clean.float()
+    z = upcast(z_clean)
     lam = draw.lam.view(-1, 1)
     t = lam * z + (1.0 - lam) * z[draw.perm]
     return t.detach() if detach else t
@@ -156,7 +161,7 @@ def sem_distance(z_mix: torch.Tensor, z_clean: torch.Tensor, draw: MixDraw, cfg:
     ``cfg.sem_reduction == 'mean'``: mean over batch and features (``F.mse_loss``);
     ``'sum'``: squared L2 norm per sample, averaged over the batch.
     """
-    diff = z_mix.float() - sem_target(z_clean, draw, cfg.detach_target)
+    diff = upcast(z_mix) - sem_target(z_clean, draw, cfg.detach_target)
     sq = diff * diff
     return sq.mean() if cfg.sem_reduction == "mean" else sq.sum(1).mean()
 

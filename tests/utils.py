@@ -45,3 +45,29 @@ def _define_torchvision_schemas() -> None:
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
     _SHIM.append(lib)
+
+
+class TinyNet(torch.nn.Module):
+    """A small conv net with the ``encode``/``classify`` split, counting its encode calls.
+
+    ``encode``: conv3x3(C -> width) - BN - ReLU - global average pool -> ``(B, width)``;
+    ``classify``: linear ``width -> num_classes``. ``calls`` records, per ``encode`` call,
+    whether grad mode was on.
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 8, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, width, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(width)
+        self.fc = torch.nn.Linear(width, num_classes)
+        self.calls: list[bool] = []
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(torch.is_grad_enabled())
+        return torch.relu(self.bn(self.conv(x))).mean((2, 3))
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.encode(x))

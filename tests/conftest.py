@@ -1,0 +1,11 @@
+"""Test session set-up: run Triton kernels in the interpreter when there is no GPU.
+
+TRITON_INTERPRET must be set before anything imports triton, hence here.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run the whole test suite in its own virtual environment (VENV, default .venv-test): installs
-# torch 2.13.0 + triton 3.7.1 + the test tools, then runs pytest. Extra arguments go to pytest.
+# torch 2.13.0 + triton 3.7.1 + the test tools, then runs pytest over tests/ and, untimed
+# (--benchmark-disable: each benchmark runs once with its correctness gate), benchmarks/.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export VENV="${VENV:-.venv-test}"
 scripts/setup_venv.sh test
-exec "$VENV/bin/python" -m pytest tests "$@"
+exec "$VENV/bin/python" -m pytest tests benchmarks --benchmark-disable "$@"

@@ -1,8 +1,11 @@
-"""Helpers shared by the tests: seeding, comparisons, tiny models, the torchvision import shim."""
+"""Helpers shared by the tests: seeding, comparisons, tiny models, the torchvision import shim, data helpers."""
 
 from __future__ import annotations
 
+import hashlib
 import random
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +22,20 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float, r
     """``torch.testing.assert_close`` in float32 with a message naming the compared quantity."""
     torch.testing.assert_close(
         actual.float(), expected.float(), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}" if name else m
+    )
+
+
+def assert_low_precision_close(
+    fast: torch.Tensor, truth: torch.Tensor, plain: torch.Tensor, *, atol: float, name: str = ""
+) -> None:
+    """flash-attention's rule for bf16/fp16: ``max|fast - truth| <= 2 * max|plain - truth| + atol``,
+    with ``truth`` the float32 reference on the same (rounded) inputs and ``plain`` the same
+    computation done by plain PyTorch in the low precision. NaN anywhere fails."""
+    assert fast.shape == truth.shape, f"{name}: shape {tuple(fast.shape)} != {tuple(truth.shape)}"
+    err = (fast.float() - truth.float()).abs().max().item()
+    plain_err = (plain.float() - truth.float()).abs().max().item()
+    assert err <= 2 * plain_err + atol, (
+        f"{name}: fast-path error {err:.3g} > 2 x plain low-precision error {plain_err:.3g} + {atol:g}"
     )
 
 
@@ -71,3 +88,43 @@ class TinyNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(x))
+
+
+# --- data loaders: sample identity, tiny image trees, the shared real data -----------------------
+
+
+def sample_multiset(images: torch.Tensor, labels: torch.Tensor) -> Counter:
+    """The multiset of ``(sha1 of one image's bytes, label)`` pairs: ``images (N, H, W, C)`` uint8 and
+    ``labels (N,)`` on any device. Two epochs that visit the same samples with the same labels,
+    in any order, have equal multisets."""
+    images, labels = images.cpu().contiguous(), labels.cpu().tolist()
+    return Counter((hashlib.sha1(image.numpy().tobytes()).digest(), label) for image, label in zip(images, labels))
+
+
+def epoch_batches(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of ``loader`` as a list of ``(images, labels)`` moved to the CPU."""
+    return [(x.cpu(), y.cpu()) for x, y in loader]
+
+
+def write_image_folder(root: Path, images: dict[str, list[np.ndarray]], ext: str = ".png") -> None:
+    """Write ``images[class]`` (uint8 ``(H, W, 3)`` or ``(H, W)``) as ``root/<class>/<k><ext>`` with
+    Pillow; JPEGs at Pillow's default quality (75)."""
+    from PIL import Image
+
+    for name, arrays in images.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k, array in enumerate(arrays):
+            Image.fromarray(array).save(root / name / f"{k}{ext}")
+
+
+def mat_fixture_images() -> np.ndarray:
+    """``X`` of the .mat fixtures in ``tests/data/fixtures``: uint8 ``(6, 5, 3, 7)`` (SVHN's
+    ``(H, W, 3, N)`` layout) with ``X[h, w, c, n] = (31h + 17w + 5c + 3n) mod 256``."""
+    h, w, c, n = np.meshgrid(np.arange(6), np.arange(5), np.arange(3), np.arange(7), indexing="ij")
+    return ((h * 31 + w * 17 + c * 5 + n * 3) % 256).astype(np.uint8)
+
+
+def shared_data_dir() -> Path | None:
+    """The project's shared real-data folder (``<repo>/../shared/data``) when present, else None."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return path if (path / "README.md").is_file() else None

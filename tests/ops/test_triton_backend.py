@@ -1,0 +1,83 @@
+"""The Triton backend in the registry and in `fused_sem_step`, eager and under
+``torch.compile(fullgraph=True)`` (on CPU through Triton's interpreter, see ``tests/conftest.py``)."""
+
+import pytest
+import torch
+
+import sem_fast.ops.mix as fast_mix
+import sem_fast.ops.sem_loss as fast_loss
+from sem_fast import SEMConfig, available_backends, fused_sem_step, sample_draw
+from sem_fast.backends import get_backend
+from sem_fast.data import load_bundled
+from sem_fast.sampling import sample_augment
+from tests.utils import TinyNet, assert_close, set_seed
+
+IMAGES, LABELS = (t[:6] for t in load_bundled("train"))
+#: fp32 step outputs and parameter gradients: within 1e-5 relative of the reference step (the
+#: atol covers gradient entries that cancel to ~0).
+TOL32 = dict(rtol=1e-5, atol=1e-6)
+
+
+def _model():
+    set_seed(0)
+    return TinyNet()
+
+
+def test_registry_offers_triton_on_cuda_and_on_cpu_only_in_the_interpreter(monkeypatch):
+    assert available_backends("cpu")["triton"] is None
+    backend = get_backend("triton", "cpu")
+    assert backend.mix_images is fast_mix.mix_images_unchecked and backend.sem_loss is fast_loss.sem_loss_unchecked
+    assert get_backend("auto", "cpu").name != "triton"  # the interpreter is for tests, never picked
+    assert available_backends("cuda")["triton"] is None
+    assert "no mps support" in available_backends("mps")["triton"]
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert "TRITON_INTERPRET=1" in available_backends("cpu")["triton"]
+    with pytest.raises(ValueError, match="backend='triton' cannot run on cpu"):
+        get_backend("triton", "cpu")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(mix="mixup"),
+        dict(mix="switch", detach_target=False, crop_padding=4, hflip=True),
+        dict(mix="cutmix", padding_mode="reflect", crop_padding=2, label_smoothing=0.1, sem_reduction="sum"),
+        dict(mix="none"),
+    ],
+    ids=["mixup", "switch_through_target_zero_pad", "cutmix_reflect_sum", "no_mixing"],
+)
+def test_step_on_the_triton_backend_equals_the_reference_step(changes):
+    cfg = SEMConfig(gamma=0.5, lam_mode="elem", **changes)
+    gen = torch.Generator().manual_seed(1)
+    draw = sample_draw(6, 32, 32, cfg, device="cpu", generator=gen)
+    augment = sample_augment(6, cfg, device="cpu", generator=gen) if cfg.augments else None
+    results = []
+    for backend in ("triton", "reference"):
+        model = _model()
+        out = fused_sem_step(model, IMAGES, LABELS, cfg.replace(backend=backend), draw=draw, augment=augment)
+        out.loss.backward()
+        results.append((out.loss, out.ce, out.sem, *(p.grad for p in model.parameters())))
+    for got, expected in zip(*results):
+        assert_close(got, expected, **TOL32)
+
+
+@pytest.mark.slow
+def test_compiled_step_has_no_graph_break_matches_eager_and_turns_bad_labels_into_nan():
+    """fullgraph=True fails on any graph break; value checks are skipped while compiling, so
+    out-of-range labels must come out as a NaN loss, not a crash."""
+    cfg = SEMConfig(backend="triton", mix="switch", lam_mode="elem", detach_target=False, crop_padding=4, hflip=True)
+    gen = torch.Generator().manual_seed(2)
+    draw = sample_draw(6, 32, 32, cfg, device="cpu", generator=gen)
+    augment = sample_augment(6, cfg, device="cpu", generator=gen)
+    eager_model, compiled_model = _model(), _model()
+    eager = fused_sem_step(eager_model, IMAGES, LABELS, cfg, draw=draw, augment=augment)
+    eager.loss.backward()
+    step = torch.compile(fused_sem_step, fullgraph=True)
+    compiled = step(compiled_model, IMAGES, LABELS, cfg, draw=draw, augment=augment)
+    compiled.loss.backward()
+    for got, expected in zip(
+        (compiled.loss, compiled.ce, compiled.sem, *(p.grad for p in compiled_model.parameters())),
+        (eager.loss, eager.ce, eager.sem, *(p.grad for p in eager_model.parameters())),
+    ):
+        assert_close(got, expected, **TOL32)
+    assert step(compiled_model, IMAGES, LABELS + 10, cfg, draw=draw, augment=augment).loss.isnan()

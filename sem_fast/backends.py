@@ -9,6 +9,7 @@ themselves here with a probe that says whether they can run on a device, and why
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -74,3 +75,41 @@ def get_backend(name: str, device: torch.device | str) -> Backend:
     if reason is not None:
         raise ValueError(f"backend={name!r} cannot run on {device_type}: {reason}")
     return load()
+
+
+def _load_triton() -> Backend:
+    from sem_fast.ops import mix, sem_loss  # imports Triton and registers the sem_fast:: custom ops
+
+    return Backend("triton", mix.mix_images_unchecked, sem_loss.sem_loss_unchecked)
+
+
+def _probe_triton(device_type: str) -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError as e:
+        return f"triton cannot be imported ({e})"
+    if device_type == "cuda" or (device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return None
+    if device_type == "cpu":
+        return "Triton runs on CPU only in its interpreter: set TRITON_INTERPRET=1 before importing sem_fast.ops"
+    return f"Triton has no {device_type} support"
+
+
+register_backend("triton", load=_load_triton, probe=_probe_triton, auto_for={"cuda": 0})
+
+
+def _load_ext() -> Backend:
+    from sem_fast import ext  # loads the compiled extension sem_fast._C (csrc/, built by setup.py)
+
+    return Backend("cuda", ext.mix_images_unchecked, ext.sem_loss_unchecked)
+
+
+def _probe_ext(device_type: str) -> str | None:
+    from sem_fast import ext
+
+    return ext.probe(device_type)
+
+
+# 'cuda' is the compiled extension: CUDA kernels on GPUs, C++ kernels on CPU (faster than the
+# reference there: benchmarks/RESULTS.md), after Triton on GPUs until measured there.
+register_backend("cuda", load=_load_ext, probe=_probe_ext, auto_for={"cuda": 1, "cpu": 0})

@@ -1,4 +1,4 @@
-"""Test session set-up: run Triton kernels in the interpreter when there is no GPU.
+"""Session set-up for tests and benchmarks: run Triton kernels in the interpreter without a GPU.
 
 TRITON_INTERPRET must be set before anything imports triton, hence here.
 """

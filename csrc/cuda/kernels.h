@@ -1,0 +1,56 @@
+// Launchers of the CUDA kernels in csrc/cuda/*.cu, called by csrc/cuda/ops_cuda.cpp.
+//
+// Raw pointers and plain structs only: the .cu files include no torch header, so nvcc compiles
+// them in seconds (a .cu that includes torch/extension.h takes minutes), and CI can compile-check
+// them on machines without a GPU or a CUDA build of torch. Every launcher enqueues on `stream`
+// and returns the launch status (cudaGetLastError()); none synchronizes with the host.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "../sem_math.h"
+
+namespace sem_fast::cuda {
+
+// Element types of the tensors a kernel reads or writes.
+enum class DType : int { kUInt8, kFloat32, kBFloat16, kFloat16 };
+
+// images -> x_clean, x_mix (x_mix unused when !p.mixes); in: uint8 or float, out: float.
+cudaError_t launch_mix_forward(const void* images, DType in, DType out, const MixParams& p, const DrawView& d,
+                               void* x_clean, void* x_mix, cudaStream_t stream);
+
+// (grad_clean, grad_mix) -> grad_images (contiguous (B, C, H, W) of dtype in); a null gradient
+// (p.has_grad_clean / p.has_grad_mix false) counts as zeros. inv_scratch:
+// B int64 values of device memory for the inverse permutation.
+cudaError_t launch_mix_backward(const void* grad_clean, const void* grad_mix, DType grad, DType in,
+                                const MixGradParams& p, const DrawView& d, int64_t* inv_scratch, void* grad_images,
+                                cudaStream_t stream);
+
+// Sizes and options of the loss; logits (B, K), z_mix/z_clean (B, D), all rows contiguous.
+struct LossParams {
+  int64_t B, K, D;
+  float label_smoothing, gamma;
+  bool sem_mean;  // 'mean' reduction (divide by B * D), else 'sum' (divide by B)
+};
+
+// -> lse (B,), loss, ce, sem (one float each). z_clean null: no SEM term (sem = 0).
+// row_scratch: 2 * B floats of device memory. labels, perm: (B,) int64; lam: (B,) fp32.
+cudaError_t launch_sem_loss(const void* logits, DType logits_type, const void* z_mix, const void* z_clean,
+                            DType z_type, const int64_t* labels, const int64_t* perm, const float* lam,
+                            const LossParams& p, float* lse, float* row_scratch, float* loss, float* ce, float* sem,
+                            cudaStream_t stream);
+
+// dlogits (B, K) = grad[0] / B * (softmax(logits) - mixed smoothed target).
+cudaError_t launch_mixed_ce_backward(const float* grad, const void* logits, DType logits_type, const int64_t* labels,
+                                     const int64_t* perm, const float* lam, const float* lse, const LossParams& p,
+                                     void* dlogits, cudaStream_t stream);
+
+// dz_mix and (dz_clean non-null) dz_clean, (B, D) each, of the SEM term times grad[0].
+// inv_scratch: B int64 values of device memory.
+cudaError_t launch_sem_distance_backward(const float* grad, const void* z_mix, const void* z_clean, DType z_type,
+                                         const int64_t* perm, const float* lam, const LossParams& p,
+                                         int64_t* inv_scratch, void* dz_mix, void* dz_clean, cudaStream_t stream);
+
+}  // namespace sem_fast::cuda

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export VENV="${VENV:-.venv}"
 scripts/setup_venv.sh runtime
-exec "$VENV/bin/python" examples/demo_sem_cifar.py "$@"
+exec "$VENV/bin/sem-fast" train --recipe demo --overwrite "$@"

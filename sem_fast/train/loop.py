@@ -1,0 +1,304 @@
+"""`train`: the training loop of the recipes (fused SEM step, AMP, compile, logs, checkpoints)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sem_fast
+from sem_fast import SEMConfig, fused_sem_step, sample_draw
+from sem_fast.sampling import AugmentDraw, MixDraw, sample_augment
+from sem_fast.train.build import autocast_dtype, build_model, build_optimizer, build_scheduler, pick_device
+from sem_fast.train.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from sem_fast.train.config import TrainConfig
+from sem_fast.train.datasets import open_loader
+from sem_fast.train.inference import predict
+from sem_fast.train.metrics_log import MetricsLog, json_safe
+from sem_fast.train.progress import ProgressLine
+
+#: Seconds between host reads of the running statistics (progress line and non-finite check);
+#: on CUDA each read is a sync, so reading at most twice a second keeps the GPU queue full.
+SYNC_INTERVAL_S = 0.5
+#: Fields that may differ between a run and its resumption (they do not change the numbers).
+RESUMABLE_CHANGES = ("progress", "compile", "out")
+#: Batch size of the per-epoch test evaluation (no gradients are kept, so it can be a few times
+#: the training batch; 500 divides the CIFAR test sets).
+EVAL_BATCH_SIZE = 500
+
+StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; names the epoch, batch and global step."""
+
+    def __init__(self, epoch: int, batch: int, batches: int, step: int, values: dict[str, float]) -> None:
+        self.epoch, self.batch, self.step = epoch, batch, step
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        super().__init__(
+            f"non-finite loss at epoch {epoch}, batch {batch} of {batches} (optimizer step {step}): {terms}. "
+            f"The checkpoint of the last finished epoch is intact; lower --lr, or use --amp off or bf16."
+        )
+
+
+def make_step(amp_dtype: torch.dtype | None, compile_step: bool) -> StepFn:
+    """The per-batch forward: ``(model, images, labels, cfg, draw, augment) -> (loss, ce, sem, hits)``.
+
+    ``hits`` is the lambda-weighted count of mixed samples whose prediction is their own label
+    (weight ``lam``) or their partner's (``1 - lam``). The mixing draws are sampled outside, so the
+    compiled graph holds no generator and traces without graph breaks.
+    """
+
+    def step(
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        cfg: SEMConfig,
+        draw: MixDraw,
+        augment: AugmentDraw | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        device_type = images.device.type
+        with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            out = fused_sem_step(model, images, labels, cfg, draw=draw, augment=augment)
+        pred = out.logits.argmax(1)
+        hits = draw.lam * (pred == labels) + (1.0 - draw.lam) * (pred == labels[draw.perm])
+        return out.loss, out.ce, out.sem, hits.sum()
+
+    return torch.compile(step) if compile_step else step
+
+
+class _Run:
+    """The state of one run: model, optimizer, schedule, scaler, loaders, generator, history."""
+
+    def __init__(self, config: TrainConfig, resume: bool, overwrite: bool) -> None:
+        self.config = config
+        self.dir = Path(config.run_dir)
+        self.checkpoint_path = self.dir / CHECKPOINT_NAME
+        if overwrite:
+            self.checkpoint_path.unlink(missing_ok=True)
+        checkpoint = self._check_resume(resume)
+        self.device = pick_device(config.device)
+        self.amp_dtype = autocast_dtype(config.amp, self.device)
+        _seed_everything(config.seed)
+        self.model = build_model(config).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        ts = config.train_set
+        self.train_loader = open_loader(ts, config.data_root, ts.train_split, config.batch_size, self.device,
+                                        config.loader, classes=config.classes, train=True, seed=config.seed)
+        self.test_loader = open_loader(ts, config.data_root, ts.test_split, EVAL_BATCH_SIZE, self.device,
+                                       config.loader, classes=config.classes, train=False, seed=config.seed)
+        cap = config.max_steps_per_epoch
+        self.steps_per_epoch = min(len(self.train_loader), cap) if cap else len(self.train_loader)
+        self.optimizer = build_optimizer(config, self.model)
+        self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.epoch, self.step, self.history = 0, 0, []
+        if checkpoint is not None:
+            self._load(checkpoint)
+        compile_step = config.compile if config.compile is not None else self.device.type == "cuda"
+        self.step_fn = make_step(self.amp_dtype, compile_step)
+
+    def _check_resume(self, resume: bool) -> dict[str, Any] | None:
+        if not resume:
+            if self.checkpoint_path.exists():
+                raise FileExistsError(
+                    f"{self.checkpoint_path} exists: continue that run with --resume, start it over with "
+                    f"--overwrite, or choose another --out"
+                )
+            return None
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        saved = TrainConfig.from_dict(checkpoint["config"]).to_dict()
+        now = self.config.to_dict()
+        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] != saved[k])
+        if changed:
+            diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+            raise ValueError(f"--resume needs the run's configuration; these differ from {self.checkpoint_path}: {diffs}")
+        return checkpoint
+
+    def _load(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.train_loader.load_state_dict(checkpoint["train_loader"])
+        restore_rng(checkpoint["rng"], self.generator)
+        self.epoch, self.step, self.history = checkpoint["epoch"], checkpoint["step"], checkpoint["history"]
+
+    def save(self) -> None:
+        save_checkpoint(self.checkpoint_path, {
+            "format": FORMAT, "config": self.config.to_dict(), "epoch": self.epoch, "step": self.step,
+            "history": self.history, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "train_loader": self.train_loader.state_dict(), "rng": capture_rng(self.generator),
+        })  # fmt: skip
+
+    def train_epoch(self, progress: ProgressLine) -> dict[str, float]:
+        """One epoch of optimizer steps; returns the epoch's mean loss terms and train accuracy."""
+        config, device = self.config, self.device
+        cfg = config.sem_config(mixing=config.mixing_epoch(self.epoch))
+        self.model.train()
+        sums = torch.zeros(4, device=device)  # loss, ce, sem, hits
+        first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        bad_values = torch.zeros(3, device=device)
+        batch_index = torch.zeros((), dtype=torch.int64, device=device)
+        images_seen, last_sync = 0, time.perf_counter()
+        progress.start_epoch(self.epoch + 1)
+        for batch, (images, labels) in enumerate(itertools.islice(self.train_loader, self.steps_per_epoch), 1):
+            B, H, W = images.shape[:3]
+            draw = sample_draw(B, H, W, cfg, device=device, generator=self.generator)
+            augment = sample_augment(B, cfg, device=device, generator=self.generator) if cfg.augments else None
+            loss, ce, sem, hits = self.step_fn(self.model, images, labels, cfg, draw, augment)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            lr = self.optimizer.param_groups[0]["lr"]  # the step's lr, before the schedule moves on
+            self.scheduler.step()
+            self.step += 1
+            images_seen += B
+            values = torch.stack([loss, ce, sem]).detach().float()
+            sums += torch.cat([values, hits.detach().float().view(1)])
+            newly_bad = (first_bad < 0) & ~torch.isfinite(values).all()
+            first_bad = torch.where(newly_bad, batch_index, first_bad)
+            bad_values = torch.where(newly_bad, values, bad_values)
+            batch_index += 1
+            now = time.perf_counter()
+            if now - last_sync >= SYNC_INTERVAL_S or batch == self.steps_per_epoch:
+                last_sync = now
+                self._raise_if_bad(first_bad, bad_values)
+                progress.update(batch, images_seen, self._running(sums, batch, lr))
+        stats = self._running(sums, self.steps_per_epoch, lr)
+        stats["train_acc"] = 100.0 * float(sums[3]) / images_seen
+        return stats
+
+    @staticmethod
+    def _running(sums: torch.Tensor, batches: int, lr: float) -> dict[str, float]:
+        loss, ce, sem, _ = (sums / batches).tolist()
+        return {"loss": loss, "ce": ce, "sem": sem, "lr": lr}
+
+    def _raise_if_bad(self, first_bad: torch.Tensor, bad_values: torch.Tensor) -> None:
+        batch = int(first_bad)
+        if batch >= 0:
+            loss, ce, sem = bad_values.tolist()
+            step = self.epoch * self.steps_per_epoch + batch + 1
+            raise NonFiniteLossError(self.epoch + 1, batch + 1, self.steps_per_epoch, step,
+                                     {"loss": loss, "ce": ce, "sem": sem})
+
+    def evaluate(self) -> tuple[float, float]:
+        """Clean test ``(cross-entropy, top-1 accuracy %)``."""
+        out = predict(self.model, self.test_loader, self.config.sem_config(mixing=False), amp_dtype=self.amp_dtype)
+        loss = float(F.cross_entropy(out.logits, out.labels))
+        return loss, 100.0 * int((out.logits.argmax(1) == out.labels).sum()) / out.labels.numel()
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """Train ``config`` to the end and return its summary (also written to ``<run dir>/summary.json``).
+
+    Writes ``config.json``, ``metrics.jsonl``/``metrics.csv`` (one record per epoch, see
+    `sem_fast.train.metrics_log.COLUMNS`), TensorBoard events when installed, and
+    ``checkpoint.pt`` after every epoch. ``resume`` continues from that checkpoint and ends with
+    the same numbers as an uninterrupted run; ``overwrite`` starts over in a directory that holds
+    a checkpoint (deleting it). ``on_epoch_end`` is called with each epoch's record
+    after its checkpoint is written. ``stream`` receives the progress line (default stderr).
+
+    Raises `NonFiniteLossError` when the loss becomes NaN/inf, ``FileExistsError`` when the run
+    directory already holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
+    """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run, or start it over")
+    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+    run = _Run(config, resume, overwrite)
+    if not resume:
+        (run.dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    log = MetricsLog(run.dir, run.history)
+    progress = ProgressLine(config.epochs, run.steps_per_epoch, stream=stream, enabled=config.progress)
+    elapsed = run.history[-1]["elapsed_s"] if run.history else 0.0
+    try:
+        while run.epoch < config.epochs:
+            started = time.perf_counter()
+            stats = run.train_epoch(progress)
+            train_time = time.perf_counter() - started
+            last = run.epoch + 1 == config.epochs
+            test_loss = test_acc = None
+            if (run.epoch + 1) % config.eval_every == 0 or last:
+                test_loss, test_acc = run.evaluate()
+            elapsed += time.perf_counter() - started
+            images = run.steps_per_epoch * config.batch_size
+            shown = {k: stats[k] for k in ("loss", "ce", "sem", "lr")}
+            suffix = "" if test_acc is None else f"test acc {test_acc:.2f}%"
+            progress.finish_epoch(run.steps_per_epoch, images, train_time, shown, suffix=suffix)
+            record = {
+                "epoch": run.epoch + 1, "step": run.step,
+                "mix": config.mix if config.mixing_epoch(run.epoch) else "none", "lr": stats["lr"],
+                "train_loss": stats["loss"], "train_ce": stats["ce"], "train_sem": stats["sem"],
+                "train_acc": stats["train_acc"], "test_loss": test_loss, "test_acc": test_acc,
+                "epoch_time_s": train_time, "img_per_s": images / train_time, "elapsed_s": elapsed,
+            }  # fmt: skip
+            run.epoch += 1
+            run.history.append(record)
+            log.append(record)
+            run.save()
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+    finally:
+        log.close()
+    summary = _summary(run)
+    (run.dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+    return summary
+
+
+def _summary(run: _Run) -> dict[str, Any]:
+    final = run.history[-1]
+    tested = [r for r in run.history if r["test_acc"] is not None]
+    best = max(tested, key=lambda r: r["test_acc"])
+    train_time = sum(r["epoch_time_s"] for r in run.history)
+    return {
+        "recipe": run.config.recipe,
+        "config": run.config.to_dict(),
+        "epochs": final["epoch"],
+        "steps": final["step"],
+        "final": final,
+        "final_test_acc": final["test_acc"],
+        "best_test_acc": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "train_time_s": train_time,
+        "img_per_s": sum(r["epoch_time_s"] * r["img_per_s"] for r in run.history) / train_time,
+        "elapsed_s": final["elapsed_s"],
+        "checkpoint": str(run.checkpoint_path),
+        "device": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else platform.processor() or "cpu",
+        "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
+        "versions": {"sem_fast": sem_fast.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+

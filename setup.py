@@ -96,6 +96,8 @@ setup(
     extras_require={
         "triton": ["triton>=3.6"],
         "timm": ["timm"],
-        "test": ["pytest", "pytest-benchmark", "pillow"],
+        "dali": ["nvidia-dali-cuda130"],
+        "dali-cuda120": ["nvidia-dali-cuda120"],
+        "test": ["pytest", "pytest-benchmark", "pillow", "hypothesis"],
     },
 )

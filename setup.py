@@ -98,6 +98,7 @@ setup(
         "timm": ["timm"],
         "dali": ["nvidia-dali-cuda130"],
         "dali-cuda120": ["nvidia-dali-cuda120"],
+        "ray": ["ray[tune]"],
         "test": ["pytest", "pytest-benchmark", "pillow", "hypothesis"],
     },
 )

@@ -84,6 +84,14 @@ def target_ratios(rows: list[Row]) -> list[str]:
             r = ratio(_time(rows, group, case, "paper-style loop"), best)
             if r is not None:
                 lines.append(f"| step {case} | fastest sem_fast step over the paper-style loop | {r:.2f}× | ≥ 4× |")
+    for group in dict.fromkeys(r.group for r in rows if r.group.startswith("sweep")):
+        for case in dict.fromkeys(r.case for r in rows if r.group == group):
+            # Packed trials are subprocesses: compare with one subprocess at a time where measured.
+            base = next(p for p in ("1 process at a time", "sequential") if _time(rows, group, case, p) or p == "sequential")
+            for p in dict.fromkeys(r.provider for r in rows if r.group == group and r.provider.startswith("packed")):
+                r = ratio(_time(rows, group, case, base), _time(rows, group, case, p))
+                if r is not None:
+                    lines.append(f"| sweep {case} | trials per device-hour, {p} / {base} | {r:.2f}× | > 1× |")
     if not lines:
         return []
     return ["\n### Ratios against the targets\n", "| case | ratio | measured | target |", "|---|---|---:|---:|", *lines]

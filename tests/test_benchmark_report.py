@@ -52,3 +52,15 @@ def test_merge_replaces_the_same_device_and_keeps_others():
     again = merge(both, section(RUN, "run 2"))
     assert again.count("## NVIDIA H100") == 1 and "run 2" in again and "run 1" not in again
     assert "## CPU: EPYC (2 cores)" in again and again.startswith("# Benchmark results")
+
+
+def test_sweep_packing_gain_is_reported_against_one_process_at_a_time():
+    run = _report(
+        "NVIDIA H100",
+        [
+            _bench("sweep: trials per device-hour", "8 trials", "sequential", 90.0, img_per_s=1.0),
+            _bench("sweep: trials per device-hour", "8 trials", "1 process at a time", 100.0, img_per_s=1.0),
+            _bench("sweep: trials per device-hour", "8 trials", "packed x4", 40.0, img_per_s=1.0),
+        ],
+    )
+    assert "| sweep 8 trials | trials per device-hour, packed x4 / 1 process at a time | 2.50× | > 1× |" in section(run, "c")

@@ -8,7 +8,10 @@ A checkpoint is a dict saved with `torch.save` (loadable with ``weights_only=Tru
 - ``train_loader``: the loader's ``state_dict()`` (the next epoch; its order is a function of
   ``(seed, epoch)``);
 - ``rng``: the state of the step's mixing generator and of the global torch (CPU and CUDA),
-  numpy and python generators.
+  numpy and python generators;
+- ``world_size``: the number of DDP processes of the run (1 without DDP; absent in checkpoints
+  written before DDP, read as 1); under DDP also ``rank_generators``: every rank's mixing
+  generator state, by rank (the model and the rest are rank 0's).
 """
 
 from __future__ import annotations

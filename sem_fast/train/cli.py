@@ -1,10 +1,12 @@
-"""The ``sem-fast`` command: ``train``, ``eval`` and ``recipes``.
+"""The ``sem-fast`` command: ``train``, ``eval``, ``recipes`` and ``sweep``.
 
     sem-fast train --recipe demo
     sem-fast train --recipe prn18-c10-mixup-sem --data-root ~/data --gamma 0.5 --out runs/x
     sem-fast train --resume --out runs/x
+    torchrun --nproc_per_node=4 -m sem_fast.train train --recipe wrn28-10-c100-mixup-sem --out runs/w
     sem-fast eval runs/x/checkpoint.pt
     sem-fast recipes
+    sem-fast sweep examples/sweeps/demo_gamma_alpha.toml --out sweeps/demo --parallel 2
 
 Every `TrainConfig` field is a ``train`` flag (``batch_size`` -> ``--batch-size``); a flag
 overrides the recipe's value.
@@ -20,14 +22,21 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sem_fast.data import DatasetFormatError, DatasetNotFoundError
 from sem_fast.train.checkpoint import load_checkpoint
 from sem_fast.train.config import TrainConfig
 from sem_fast.train.corruptions import CORRUPTIONS, SEVERITIES
+from sem_fast.train.distributed import ranks_from_environment
 from sem_fast.train.evaluate import NOISE_IMAGES, evaluate_checkpoint, to_markdown
 from sem_fast.train.loop import NonFiniteLossError, train
 from sem_fast.train.progress import format_duration
 from sem_fast.train.recipes import get_recipe, recipe_table
+from sem_fast.train.sweep.ray_backend import RayOptions, import_tune
+from sem_fast.train.sweep.runner import BACKENDS, run_sweep
+from sem_fast.train.sweep.spec import METRICS, SweepSpecError, apply_flags, expand, parse_spec, read_spec_file
+from sem_fast.train.sweep.trials import trial_state
 
 #: Exit status of errors that are not argument errors (argparse uses 2 for those).
 EXIT_FAILURE = 1
@@ -74,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sem-fast", description="Train and evaluate with Semantic Equivariant Mixup (fused SEM steps)."
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,recipes}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,recipes,sweep}")
 
     train = commands.add_parser("train", help="train a recipe", description="Train a recipe; flags override it.")
     train.add_argument("--recipe", help="recipe name (see `sem-fast recipes`); default: the TrainConfig defaults")
@@ -104,7 +113,45 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(subparser=ev)
 
     commands.add_parser("recipes", help="list the recipes as a Markdown table")
+    _add_sweep_parser(commands)
     return parser
+
+
+def _add_sweep_parser(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="run a grid / random search of trainings and tabulate it",
+        description="Run every trial of a sweep (skipping finished trials, resuming interrupted ones), then write "
+        "results.md/.csv (mean ± std over seeds; rows = methods, columns = dataset / network), trials.csv and "
+        "plot_<field>.png. Flags add to the spec file or replace its keys.",
+    )  # fmt: skip
+    sweep.add_argument("spec", nargs="?", help="sweep spec, .toml or .yaml (see examples/sweeps/); optional with flags")
+    sweep.add_argument("--out", required=True, help="sweep directory (trials/, results, plots)")
+    spec = sweep.add_argument_group("spec", "the spec's keys as flags (KEY: a TrainConfig field, e.g. gamma)")
+    spec.add_argument("--recipe", help="base recipe of every trial")
+    spec.add_argument("--seeds", type=_comma_list(int), metavar="0,1,...", help="seeds of every configuration")
+    spec.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed value (repeatable)")
+    spec.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                      help="grid axis (repeatable; tuple fields: values separated by ';')")
+    spec.add_argument("--random", action="append", default=[], metavar="KEY=DIST:A,B",
+                      help="random axis, DIST uniform, log_uniform, int_uniform or choice (repeatable)")
+    spec.add_argument("--samples", type=int, help="random draws (each combined with every grid point)")
+    spec.add_argument("--random-seed", type=int, help="seed of the random draws")
+    spec.add_argument("--metric", choices=METRICS, help="what the table shows [default: final_test_acc]")
+    spec.add_argument("--plot", type=_comma_list(str), metavar="gamma,alpha", help="fields to plot the metric against")
+    run = sweep.add_argument_group("running")
+    run.add_argument("--backend", choices=BACKENDS, default="local", help="local processes, or Ray Tune")
+    run.add_argument("--parallel", type=int, default=1,
+                     help="trials at once on this device (local: subprocesses; ray: trials per GPU) [default: 1]")
+    run.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
+    ray = sweep.add_argument_group("ray backend")
+    ray.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local one)")
+    ray.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial [default: 1]")
+    ray.add_argument("--gpus-per-trial", type=float,
+                     help="GPU share per trial [default: 1 / --parallel with CUDA, else 0]")
+    ray.add_argument("--asha", action="store_true", help="stop weak trials early (ASHA on test accuracy)")
+    ray.add_argument("--asha-grace-period", type=int, default=1, help="epochs before ASHA may stop a trial")
+    ray.add_argument("--asha-reduction-factor", type=int, default=4, help="ASHA keeps 1/this at each rung")
+    sweep.set_defaults(subparser=sweep)
 
 
 def _train_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainConfig:
@@ -127,7 +174,9 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         config = _train_config(args, parser)
     except ValueError as err:
         parser.error(str(err))
-    print(f"sem-fast train: recipe {config.recipe}, run directory {config.run_dir}", file=sys.stderr)
+    main_rank = ranks_from_environment().is_main  # under torchrun only rank 0 talks
+    if main_rank:
+        print(f"sem-fast train: recipe {config.recipe}, run directory {config.run_dir}", file=sys.stderr)
     try:
         summary = train(config, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLossError as err:
@@ -137,6 +186,8 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         print(f"\nsem-fast train: interrupted; continue with: sem-fast train --resume --out {config.run_dir}",
               file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED
+    if not main_rank:
+        return 0
     final = summary["final"]
     print(
         f"final test accuracy {summary['final_test_acc']:.2f}% (best {summary['best_test_acc']:.2f}% at epoch "
@@ -173,14 +224,55 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _run_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.parallel < 1:
+        parser.error(f"--parallel must be >= 1, got {args.parallel}")
+    source = args.spec or "command line"
+    try:
+        data = apply_flags(
+            read_spec_file(args.spec) if args.spec else {}, recipe=args.recipe, seeds=args.seeds, sets=args.set,
+            grid=args.grid, random_axes=args.random, samples=args.samples, random_seed=args.random_seed,
+            metric=args.metric, plot=args.plot,
+        )  # fmt: skip
+        spec = parse_spec(data, source)
+        trials = expand(spec, args.out)
+        ray_options = _ray_options(args) if args.backend == "ray" else None
+    except (SweepSpecError, ValueError, ImportError) as err:
+        parser.error(str(err))
+    if args.dry_run:
+        for trial in trials:
+            print(f"{trial_state(trial):<12} {trial.name}")
+        print(f"{len(trials)} trials under {Path(args.out) / 'trials'}")
+        return 0
+    report = run_sweep(spec, args.out, backend=args.backend, parallel=args.parallel, ray_options=ray_options)
+    print((Path(args.out) / "results.md").read_text(), end="")
+    print("written: " + ", ".join(str(p) for p in report.files))
+    if report.outcomes.interrupted:
+        print(f"sem-fast sweep: interrupted; run the same command again to continue ({report.pending} trials left)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
+    return EXIT_FAILURE if report.outcomes.failed else 0
+
+
+def _ray_options(args: argparse.Namespace) -> RayOptions:
+    import_tune()  # fails here, before any trial, when Ray Tune is not installed
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 / args.parallel if torch.cuda.is_available() else 0.0
+    return RayOptions(address=args.ray_address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
+                      asha=args.asha, grace_period=args.asha_grace_period,
+                      reduction_factor=args.asha_reduction_factor)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "recipes":
         print(recipe_table())
         return 0
+    run = {"train": _run_train, "eval": _run_eval, "sweep": _run_sweep}[args.command]
     try:
-        return _run_train(args, args.subparser) if args.command == "train" else _run_eval(args, args.subparser)
+        return run(args, args.subparser)
     except (DatasetNotFoundError, DatasetFormatError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"sem-fast {args.command}: error: {err}", file=sys.stderr)
         return EXIT_FAILURE

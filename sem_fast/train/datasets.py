@@ -70,14 +70,17 @@ def open_loader(
     classes: tuple[int, ...] = (),
     train: bool,
     seed: int,
+    shard_id: int = 0,
+    num_shards: int = 1,
 ) -> Loader:
     """A loader of ``split`` (shuffled, full batches only when ``train``) on ``device``, from the
     first of ``train_set.data_names`` whose files are under ``root``.
 
     ``classes``: keep only these classes, relabelled ``0..len(classes)-1`` in that order (held-out
-    class OOD experiments); needs an array dataset.
+    class OOD experiments); needs an array dataset. ``shard_id``/``num_shards``: this DDP rank's
+    part of every epoch (`sem_fast.data.epochs`).
     """
-    policy = {"shuffle": train, "seed": seed, "drop_last": train}
+    policy = {"shuffle": train, "seed": seed, "drop_last": train, "shard_id": shard_id, "num_shards": num_shards}
     errors = []
     for name in train_set.data_names:
         try:

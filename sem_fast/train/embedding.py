@@ -5,7 +5,7 @@ mixup at several ratios ``lam`` (``lam = 1``: the clean ``x_i``, ``lam = 0``: th
 ``x_j``). A semantically equivariant encoder maps ``mix(x_i, x_j, lam)`` near
 ``lam * g(x_i) + (1 - lam) * g(x_j)``; `equivariance_gap` measures the distance to that target
 and the figure shows both. The 2-D projection is UMAP when ``umap-learn`` is installed, else
-PCA; the PNG is drawn with Pillow (no matplotlib needed).
+PCA; the PNG is drawn with Pillow (`sem_fast.train.figure`, no matplotlib needed).
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import torch
 from torch import nn
 
 from sem_fast.config import SEMConfig
+from sem_fast.train.figure import Figure
 from sem_fast.train.inference import prepare
 
 #: Mixing ratios of the figure (``lam`` = weight of class ``a``'s image).
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-# Figure geometry in pixels: canvas, margin around the plot, marker radius.
-_SIZE, _MARGIN, _RADIUS = (720, 540), 40, 3
 # Marker colours from class b (lam = 0, blue) to class a (lam = 1, red).
 _COLOURS = ((31, 119, 180), (23, 190, 207), (140, 140, 140), (255, 127, 14), (214, 39, 40))
 
@@ -93,30 +92,17 @@ def project_2d(points: torch.Tensor) -> tuple[torch.Tensor, str]:
 def save_embedding_png(features: MixedFeatures, path: str | Path, title: str) -> str:
     """Draw the 2-D projection of mixed features (filled dots) and their equivariant targets
     (rings) to ``path``; returns the projection method. Needs Pillow."""
-    from PIL import Image, ImageDraw
-
     L, P, _ = features.mixed.shape
     flat = torch.cat([features.mixed.reshape(L * P, -1), features.targets.reshape(L * P, -1)])
     xy, method = project_2d(flat)
-    lo, hi = xy.min(0).values, xy.max(0).values
-    width, height = _SIZE
-    box = torch.tensor([width - 2 * _MARGIN, height - 2 * _MARGIN - 20], dtype=torch.float32)
-    pix = (xy - lo) / (hi - lo).clamp_min(1e-12) * box + torch.tensor([_MARGIN, _MARGIN + 20])
-    pix[:, 1] = height - pix[:, 1] + 20  # image rows grow downwards
-    image = Image.new("RGB", _SIZE, "white")
-    draw = ImageDraw.Draw(image)
-    draw.rectangle([_MARGIN - 8, _MARGIN + 12, width - _MARGIN + 8, height - _MARGIN + 8], outline=(0, 0, 0))
+    lo, hi = xy.min(0).values.tolist(), xy.max(0).values.tolist()
+    legend = [(f"lam={lam:g}", _COLOURS[i % len(_COLOURS)]) for i, lam in enumerate(features.lambdas.tolist())]
+    figure = Figure(f"{title} ({method.upper()}; dots: g(mix), rings: lam*g(a)+(1-lam)*g(b))",
+                    xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), legend=legend)  # fmt: skip
     for k in range(L * P):
         colour = _COLOURS[k // P % len(_COLOURS)]
-        x, y = pix[k].tolist()
-        draw.ellipse([x - _RADIUS, y - _RADIUS, x + _RADIUS, y + _RADIUS], fill=colour)
+        figure.dot(*xy[k].tolist(), colour)
         if 0 < features.lambdas[k // P] < 1:
-            tx, ty = pix[L * P + k].tolist()
-            draw.ellipse([tx - _RADIUS - 1, ty - _RADIUS - 1, tx + _RADIUS + 1, ty + _RADIUS + 1], outline=colour)
-    draw.text((_MARGIN, 8), f"{title} ({method.upper()}; dots: g(mix), rings: lam*g(a)+(1-lam)*g(b))", fill=(0, 0, 0))
-    for i, lam in enumerate(features.lambdas.tolist()):
-        x = width - _MARGIN - 70 * (L - i)
-        draw.ellipse([x, 26, x + 2 * _RADIUS, 26 + 2 * _RADIUS], fill=_COLOURS[i % len(_COLOURS)])
-        draw.text((x + 10, 22), f"lam={lam:g}", fill=(0, 0, 0))
-    image.save(path)
+            figure.ring(*xy[L * P + k].tolist(), colour)
+    figure.save(path)
     return method

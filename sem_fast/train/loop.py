@@ -1,4 +1,4 @@
-"""`train`: the training loop of the recipes (fused SEM step, AMP, compile, logs, checkpoints)."""
+"""`train`: the training loop of the recipes (fused SEM step, AMP, compile, DDP, logs, checkpoints)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sem_fast
-from sem_fast import SEMConfig, fused_sem_step, sample_draw
+from sem_fast import SEMConfig, StepOutput, fused_sem_step, sample_draw
 from sem_fast.sampling import AugmentDraw, MixDraw, sample_augment
 from sem_fast.train.build import autocast_dtype, build_model, build_optimizer, build_scheduler, pick_device
 from sem_fast.train.checkpoint import (
@@ -30,6 +30,17 @@ from sem_fast.train.checkpoint import (
 )
 from sem_fast.train.config import TrainConfig
 from sem_fast.train.datasets import open_loader
+from sem_fast.train.distributed import (
+    Ranks,
+    barrier,
+    gather_objects,
+    generator_seed,
+    init_process_group,
+    mean_over_ranks,
+    rank_device,
+    ranks_from_environment,
+    wrap_step,
+)
 from sem_fast.train.inference import predict
 from sem_fast.train.metrics_log import MetricsLog, json_safe
 from sem_fast.train.progress import ProgressLine
@@ -37,13 +48,28 @@ from sem_fast.train.progress import ProgressLine
 #: Seconds between host reads of the running statistics (progress line and non-finite check);
 #: on CUDA each read is a sync, so reading at most twice a second keeps the GPU queue full.
 SYNC_INTERVAL_S = 0.5
-#: Fields that may differ between a run and its resumption (they do not change the numbers).
-RESUMABLE_CHANGES = ("progress", "compile", "out")
+#: Fields that may differ between a run and its resumption (they do not change the numbers:
+#: the run directory, the data folder's location, the progress line and compilation).
+RESUMABLE_CHANGES = ("progress", "compile", "out", "data_root")
 #: Batch size of the per-epoch test evaluation (no gradients are kept, so it can be a few times
 #: the training batch; 500 divides the CIFAR test sets).
 EVAL_BATCH_SIZE = 500
 
 StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+class SemStep(nn.Module):
+    """`fused_sem_step` of ``model`` as one module call, the unit DDP wraps (see
+    `sem_fast.train.distributed.wrap_step`): ``(images, labels, cfg, draw, augment) -> StepOutput``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, cfg: SEMConfig, draw: MixDraw, augment: AugmentDraw | None
+    ) -> StepOutput:
+        return fused_sem_step(self.model, images, labels, cfg, draw=draw, augment=augment)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,7 +85,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def make_step(amp_dtype: torch.dtype | None, compile_step: bool) -> StepFn:
-    """The per-batch forward: ``(model, images, labels, cfg, draw, augment) -> (loss, ce, sem, hits)``.
+    """The per-batch forward: ``(step, images, labels, cfg, draw, augment) -> (loss, ce, sem, hits)``,
+    ``step`` a `SemStep` (or its DDP wrapper).
 
     ``hits`` is the lambda-weighted count of mixed samples whose prediction is their own label
     (weight ``lam``) or their partner's (``1 - lam``). The mixing draws are sampled outside, so the
@@ -67,7 +94,7 @@ def make_step(amp_dtype: torch.dtype | None, compile_step: bool) -> StepFn:
     """
 
     def step(
-        model: nn.Module,
+        sem_step: nn.Module,
         images: torch.Tensor,
         labels: torch.Tensor,
         cfg: SEMConfig,
@@ -76,7 +103,7 @@ def make_step(amp_dtype: torch.dtype | None, compile_step: bool) -> StepFn:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         device_type = images.device.type
         with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            out = fused_sem_step(model, images, labels, cfg, draw=draw, augment=augment)
+            out = sem_step(images, labels, cfg, draw, augment)
         pred = out.logits.argmax(1)
         hits = draw.lam * (pred == labels) + (1.0 - draw.lam) * (pred == labels[draw.perm])
         return out.loss, out.ce, out.sem, hits.sum()
@@ -85,24 +112,22 @@ def make_step(amp_dtype: torch.dtype | None, compile_step: bool) -> StepFn:
 
 
 class _Run:
-    """The state of one run: model, optimizer, schedule, scaler, loaders, generator, history."""
+    """The state of one run (of this rank): model, optimizer, schedule, scaler, loaders, generator, history."""
 
-    def __init__(self, config: TrainConfig, resume: bool, overwrite: bool) -> None:
-        self.config = config
+    def __init__(self, config: TrainConfig, ranks: Ranks, device: torch.device, resume: bool) -> None:
+        self.config, self.ranks, self.device = config, ranks, device
         self.dir = Path(config.run_dir)
         self.checkpoint_path = self.dir / CHECKPOINT_NAME
-        if overwrite:
-            self.checkpoint_path.unlink(missing_ok=True)
         checkpoint = self._check_resume(resume)
-        self.device = pick_device(config.device)
         self.amp_dtype = autocast_dtype(config.amp, self.device)
         _seed_everything(config.seed)
         self.model = build_model(config).to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         ts = config.train_set
-        self.train_loader = open_loader(ts, config.data_root, ts.train_split, config.batch_size, self.device,
-                                        config.loader, classes=config.classes, train=True, seed=config.seed)
+        self.train_loader = open_loader(ts, config.data_root, ts.train_split, config.batch_size // ranks.world_size,
+                                        self.device, config.loader, classes=config.classes, train=True,
+                                        seed=config.seed, shard_id=ranks.rank, num_shards=ranks.world_size)
         self.test_loader = open_loader(ts, config.data_root, ts.test_split, EVAL_BATCH_SIZE, self.device,
                                        config.loader, classes=config.classes, train=False, seed=config.seed)
         cap = config.max_steps_per_epoch
@@ -110,10 +135,11 @@ class _Run:
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(generator_seed(config.seed, ranks))
         self.epoch, self.step, self.history = 0, 0, []
         if checkpoint is not None:
             self._load(checkpoint)
+        self.sem_step = wrap_step(SemStep(self.model), ranks)
         compile_step = config.compile if config.compile is not None else self.device.type == "cuda"
         self.step_fn = make_step(self.amp_dtype, compile_step)
 
@@ -132,6 +158,12 @@ class _Run:
         if changed:
             diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
             raise ValueError(f"--resume needs the run's configuration; these differ from {self.checkpoint_path}: {diffs}")
+        saved_world = checkpoint.get("world_size", 1)
+        if saved_world != self.ranks.world_size:
+            raise ValueError(
+                f"{self.checkpoint_path} was written by a run of {saved_world} process(es) (torchrun "
+                f"--nproc_per_node); resume it with the same number, not {self.ranks.world_size}"
+            )
         return checkpoint
 
     def _load(self, checkpoint: dict[str, Any]) -> None:
@@ -141,15 +173,25 @@ class _Run:
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.train_loader.load_state_dict(checkpoint["train_loader"])
         restore_rng(checkpoint["rng"], self.generator)
+        if self.ranks.distributed:
+            self.generator.set_state(checkpoint["rank_generators"][self.ranks.rank])
         self.epoch, self.step, self.history = checkpoint["epoch"], checkpoint["step"], checkpoint["history"]
 
     def save(self) -> None:
-        save_checkpoint(self.checkpoint_path, {
+        """Write the checkpoint (rank 0; every rank must call it: the ranks' generators are gathered)."""
+        generators = gather_objects(self.generator.get_state(), self.ranks)
+        if not self.ranks.is_main:
+            return
+        state = {
             "format": FORMAT, "config": self.config.to_dict(), "epoch": self.epoch, "step": self.step,
             "history": self.history, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "train_loader": self.train_loader.state_dict(), "rng": capture_rng(self.generator),
-        })  # fmt: skip
+            "world_size": self.ranks.world_size,
+        }  # fmt: skip
+        if self.ranks.distributed:
+            state["rank_generators"] = generators
+        save_checkpoint(self.checkpoint_path, state)
 
     def train_epoch(self, progress: ProgressLine) -> dict[str, float]:
         """One epoch of optimizer steps; returns the epoch's mean loss terms and train accuracy."""
@@ -166,7 +208,7 @@ class _Run:
             B, H, W = images.shape[:3]
             draw = sample_draw(B, H, W, cfg, device=device, generator=self.generator)
             augment = sample_augment(B, cfg, device=device, generator=self.generator) if cfg.augments else None
-            loss, ce, sem, hits = self.step_fn(self.model, images, labels, cfg, draw, augment)
+            loss, ce, sem, hits = self.step_fn(self.sem_step, images, labels, cfg, draw, augment)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -186,6 +228,7 @@ class _Run:
                 last_sync = now
                 self._raise_if_bad(first_bad, bad_values)
                 progress.update(batch, images_seen, self._running(sums, batch, lr))
+        sums = mean_over_ranks(sums, self.ranks)  # every rank ran the same steps on as many images
         stats = self._running(sums, self.steps_per_epoch, lr)
         stats["train_acc"] = 100.0 * float(sums[3]) / images_seen
         return stats
@@ -227,17 +270,37 @@ def train(
     a checkpoint (deleting it). ``on_epoch_end`` is called with each epoch's record
     after its checkpoint is written. ``stream`` receives the progress line (default stderr).
 
+    Under ``torchrun`` (``WORLD_SIZE > 1``) or in an initialized process group the run is data
+    parallel (`sem_fast.train.distributed`): every rank calls `train` with the same arguments,
+    ``config.batch_size`` is the global batch, rank 0 writes the files, and every rank returns
+    the summary of its own model copy (equal weights; rank 0's BatchNorm statistics are saved).
+    The process group is joined on the first call and kept for later calls until exit.
+
     Raises `NonFiniteLossError` when the loss becomes NaN/inf, ``FileExistsError`` when the run
     directory already holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
     """
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run, or start it over")
-    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
-    run = _Run(config, resume, overwrite)
-    if not resume:
+    ranks = ranks_from_environment()
+    if config.batch_size % ranks.world_size:
+        raise ValueError(
+            f"batch_size (--batch-size) is the global batch of the {ranks.world_size} DDP processes and must be "
+            f"divisible by {ranks.world_size}, got {config.batch_size}"
+        )
+    device = pick_device(rank_device(config.device, ranks))
+    init_process_group(ranks, device)
+    run_dir = Path(config.run_dir)
+    if ranks.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    barrier(ranks)  # the other ranks look for a checkpoint once rank 0 has removed it
+    run = _Run(config, ranks, device, resume)
+    if ranks.is_main and not resume:
         (run.dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    log = MetricsLog(run.dir, run.history)
-    progress = ProgressLine(config.epochs, run.steps_per_epoch, stream=stream, enabled=config.progress)
+    log = MetricsLog(run.dir, run.history) if ranks.is_main else None
+    progress = ProgressLine(config.epochs, run.steps_per_epoch, stream=stream,
+                            enabled=config.progress and ranks.is_main)  # fmt: skip
     elapsed = run.history[-1]["elapsed_s"] if run.history else 0.0
     try:
         while run.epoch < config.epochs:
@@ -262,14 +325,17 @@ def train(
             }  # fmt: skip
             run.epoch += 1
             run.history.append(record)
-            log.append(record)
+            if log is not None:
+                log.append(record)
             run.save()
             if on_epoch_end is not None:
                 on_epoch_end(record)
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     summary = _summary(run)
-    (run.dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+    if ranks.is_main:
+        (run.dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     return summary
 
 
@@ -291,6 +357,7 @@ def _summary(run: _Run) -> dict[str, Any]:
         "img_per_s": sum(r["epoch_time_s"] * r["img_per_s"] for r in run.history) / train_time,
         "elapsed_s": final["elapsed_s"],
         "checkpoint": str(run.checkpoint_path),
+        "world_size": run.ranks.world_size,
         "device": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else platform.processor() or "cpu",
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
         "versions": {"sem_fast": sem_fast.__version__, "torch": torch.__version__, "python": platform.python_version()},

@@ -25,7 +25,7 @@ def _exit(argv, capsys):
 
 def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "sem_fast.train", "--help"], capture_output=True, text=True, check=False)
-    assert result.returncode == 0 and "{train,eval,recipes}" in result.stdout
+    assert result.returncode == 0 and "{train,eval,recipes,sweep}" in result.stdout
 
 
 @pytest.mark.parametrize(

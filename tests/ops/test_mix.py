@@ -1,10 +1,14 @@
-"""The Triton mix op (`sem_fast.ops.mix`) against the reference: values and gradients in fp32,
-bf16 and fp16, odd shapes and layouts, edge draws, random batches (hypothesis), opcheck, bad input.
+"""Every fast backend's mix op (``backend`` fixture: Triton `sem_fast.ops.mix`, the compiled
+`sem_fast.ext`, on each device they run on) against the reference: values and gradients in fp32,
+bf16 and fp16, odd shapes and layouts, edge draws, random batches (hypothesis), opcheck,
+bad input, out-of-range values through the unchecked entry point. torch.compile of each backend:
+``test_triton_backend.py`` and ``tests/ext/test_ext_backend.py``.
 
-On CPU the kernels run in Triton's interpreter (``tests/conftest.py`` sets TRITON_INTERPRET=1).
+On CPU the Triton kernels run in Triton's interpreter (the root ``conftest.py`` sets
+TRITON_INTERPRET=1). Inputs are built on the CPU and moved to the backend's device.
 
 Tolerances: fp32 outputs and gradients within 1e-5 relative of the float32 reference (``TOL32``;
-the small atol covers values near 0). bf16/fp16: flash-attention's rule,
+the atol covers values near 0). bf16/fp16: flash-attention's rule,
 ``max|fast - truth| <= 2 * max|plain - truth| + LOW_ATOL`` with ``truth`` the float32 reference on
 the same rounded inputs and ``plain`` plain PyTorch doing the mix arithmetic in that dtype.
 """
@@ -16,97 +20,64 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sem_fast.ops.mix as fast
-from sem_fast import MixDraw, SEMConfig, sample_draw
+from sem_fast import sample_draw
 from sem_fast import reference as ref
 from sem_fast.sampling import AugmentDraw, sample_augment
+from tests.ops.cases import (
+    DTYPES,
+    IMAGE_KINDS,
+    given_draw,
+    images,
+    mix_cfg,
+    mix_op_args,
+    plain_mix,
+    switch_draw,
+    to_device,
+)
 from tests.utils import assert_close, assert_low_precision_close
 
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 TOL32 = dict(rtol=1e-5, atol=1e-6)
 #: Half an fp16 ulp at 1 (2**-11): room for one rounding where plain PyTorch happens to be exact.
 LOW_ATOL = 2**-11
 
 
-def _cfg(channels: int, **changes) -> SEMConfig:
-    """A config whose mean/std have one value per channel (CIFAR's for 3 channels)."""
-    stats = {} if channels == 3 else dict(mean=(0.45,) * channels, std=(0.25,) * channels)
-    return SEMConfig(backend="triton", **stats).replace(**changes)
-
-
-def _images(kind: str, B: int, C: int, H: int, W: int, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
-    """A batch in one of the accepted layouts (uint8 NHWC, float NCHW in any memory format)."""
-    if kind.startswith("uint8"):
-        x = torch.randint(0, 256, (B, H, W + 2, C), dtype=torch.uint8, generator=gen)
-        return x[:, :, 1 : W + 1] if kind == "uint8_strided" else x[:, :, :W].contiguous()
-    x = torch.randn(B, C, H, 2 * W, generator=gen).to(dtype)
-    if kind == "float_strided":
-        return x[..., ::2]
-    x = x[..., :W].contiguous()
-    return x.to(memory_format=torch.channels_last) if kind == "float_channels_last" else x
-
-
-def _switch_draw(B: int, H: int, W: int, gen: torch.Generator) -> MixDraw:
-    """A draw mixing even samples by CutMix and odd ones by mixup, one random permutation."""
-    cut = sample_draw(B, H, W, SEMConfig(mix="cutmix", lam_mode="elem"), device="cpu", generator=gen)
-    lerp = sample_draw(B, H, W, SEMConfig(mix="mixup", lam_mode="elem"), device="cpu", generator=gen)
-    is_cutmix = torch.arange(B) % 2 == 0
-    return MixDraw(
-        perm=cut.perm,
-        lam=torch.where(is_cutmix, cut.lam, lerp.lam),
-        box=torch.where(is_cutmix[:, None], cut.box, torch.zeros_like(cut.box)),
-        is_cutmix=is_cutmix,
-    )
-
-
-def _plain_mix(images, draw, cfg, augment, dtype):
-    """Plain PyTorch with the mix arithmetic in ``dtype`` (uint8 is normalized in fp32 first)."""
-    uint8 = images.dtype == torch.uint8
-    x = ref.as_float_nchw(images) if uint8 else images
-    if augment is not None:
-        x = ref.augment_images(x, augment, cfg)
-    x = ref.normalize_units(x, uint8, cfg).to(dtype)
-    B, _, H, W = x.shape
-    partner = x[draw.perm]
-    lam = draw.lam.to(dtype).view(B, 1, 1, 1)
-    lerp = lam * x + (1 - lam) * partner
-    paste = torch.where(ref.box_mask(draw.box, H, W), partner, x)
-    return x, torch.where(draw.is_cutmix.view(B, 1, 1, 1), paste, lerp)
-
-
 def _compare(name, fast_out, truth, plain, dtype):
+    fast_out, truth, plain = (t.cpu() for t in (fast_out, truth, plain))
     if dtype == torch.float32:
         assert_close(fast_out, truth, name=name, **TOL32)
     else:
         assert_low_precision_close(fast_out, truth, plain, atol=LOW_ATOL, name=name)
 
 
-def _check_against_reference(images, draw, cfg, augment, dtype):
-    """Values (and gradients for float input) of the Triton op against the reference."""
+def _check_against_reference(backend, images, draw, cfg, augment, dtype):
+    """Values (and gradients for float input) of ``backend``'s op against the reference, on the
+    backend's device; ``dtype`` is the expected output dtype. Returns the op's ``(x_clean, x_mix)``."""
+    images, draw, augment = to_device(backend.device, images, draw, augment)
     float_input = images.dtype != torch.uint8
     x = images.detach().requires_grad_(float_input)
-    clean, mixed = fast.mix_images(x, draw, cfg, augment=augment)
-    exp_clean, exp_mix = ref.mix_images(images, draw, cfg, augment=augment)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    for out, exp in ((clean, exp_clean), (mixed, exp_mix)):
-        assert out.dtype == exp.dtype == dtype and out.shape == exp.shape and out.is_contiguous(memory_format=fmt)
-
+    clean, mixed = backend.mix_images(x, draw, cfg, augment=augment)
     x32 = images.detach().float().requires_grad_(float_input) if float_input else images
     x_low = images.detach().requires_grad_(float_input)
     truth = ref.mix_images(x32, draw, cfg.replace(out_dtype=torch.float32), augment=augment)
-    plain = _plain_mix(x_low, draw, cfg, augment, dtype)
+    plain = plain_mix(x_low, draw, cfg, augment, dtype)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for name, out, t, p in zip(("x_clean", "x_mix"), (clean, mixed), truth, plain):
+        assert out.dtype == cfg.resolve_out_dtype(images) == dtype and out.shape == t.shape, name
+        assert out.is_contiguous(memory_format=fmt) and out.device == images.device, name
         _compare(name, out, t, p, dtype)
     if not float_input:
-        return
+        return clean, mixed
     gen = torch.Generator().manual_seed(7)
-    g_clean, g_mix = (torch.randn(clean.shape, generator=gen).to(dtype) for _ in range(2))
+    g_clean, g_mix = (torch.randn(clean.shape, generator=gen).to(dtype).to(images.device) for _ in range(2))
 
     def grad(outputs, leaf):
         loss = sum((o.float() * g.float()).sum() for o, g in zip(outputs, (g_clean, g_mix)))
         return torch.autograd.grad(loss, leaf)[0]
 
-    _compare("d images", grad((clean, mixed), x), grad(truth, x32), grad(plain, x_low), dtype)
+    d_images = grad((clean, mixed), x)
+    assert d_images.dtype == images.dtype and d_images.shape == images.shape
+    _compare("d images", d_images, grad(truth, x32), grad(plain, x_low), dtype)
+    return clean, mixed
 
 
 CASES = {
@@ -117,146 +88,140 @@ CASES = {
     "gray_7x9_float_reflect": (3, 1, 7, 9, "float", "reflect", False),
     "rgb_32x32_float_channels_last_input": (4, 3, 32, 32, "float_channels_last", None, True),
     "odd_B_7x9_noncontiguous_float_zero_pad": (5, 3, 7, 9, "float_strided", "zeros", True),
+    "B1_rgb_32x32_float_reflect": (1, 3, 32, 32, "float", "reflect", True),
 }
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_values_and_gradients_match_the_reference(case, dtype):
+def test_values_and_gradients_match_the_reference(backend, case, dtype):
     B, C, H, W, kind, padding, channels_last = case
     gen = torch.Generator().manual_seed(B * H + W)
-    images = _images(kind, B, C, H, W, dtype, gen)
-    cfg = _cfg(C, channels_last=channels_last, out_dtype=dtype if kind.startswith("uint8") else None)
+    x = images(kind, B, C, H, W, dtype, gen)
+    cfg = mix_cfg(C, channels_last=channels_last, out_dtype=dtype if kind.startswith("uint8") else None)
     augment = None
     if padding is not None:
         cfg = cfg.replace(crop_padding=2, padding_mode=padding, hflip=True)
         augment = sample_augment(B, cfg, device="cpu", generator=gen)
-    _check_against_reference(images, _switch_draw(B, H, W, gen), cfg, augment, dtype)
+    _check_against_reference(backend, x, switch_draw(B, H, W, gen), cfg, augment, dtype)
 
 
-def test_float32_input_with_a_bf16_output_and_under_autocast():
+def test_reflect_padding_wider_than_half_the_image_reads_pixels_up_to_three_times(backend):
+    """pad = side - 1 on a 3x4 image: a pixel is read directly and through both mirrors, so its
+    gradient sums up to 3x3 crop positions."""
+    gen = torch.Generator().manual_seed(11)
+    cfg = mix_cfg(3, crop_padding=2, padding_mode="reflect", hflip=True)
+    x = images("float", 6, 3, 3, 4, torch.float32, gen)
+    offset = torch.tensor([[0, 0], [4, 4], [2, 2], [0, 4], [4, 0], [1, 3]], dtype=torch.int32)
+    augment = AugmentDraw(offset=offset, flip=torch.tensor([False, True, False, True, False, True]))
+    _check_against_reference(backend, x, switch_draw(6, 3, 4, gen), cfg, augment, torch.float32)
+
+
+def test_large_images_span_several_programs_per_sample(backend):
+    """C*H*W above the Triton interpreter's block (2**16) splits each sample over several programs."""
+    gen = torch.Generator().manual_seed(6)
+    B, C, H, W = 2, 3, 150, 151
+    cfg = mix_cfg(3, crop_padding=4, hflip=True)
+    x = images("float", B, C, H, W, torch.float32, gen)
+    draw, augment = switch_draw(B, H, W, gen), sample_augment(B, cfg, device="cpu", generator=gen)
+    _check_against_reference(backend, x, draw, cfg, augment, torch.float32)
+
+
+def test_float32_input_with_a_bf16_output_and_under_autocast(backend):
     gen = torch.Generator().manual_seed(0)
-    images = _images("float", 3, 3, 7, 9, torch.float32, gen)
-    draw = _switch_draw(3, 7, 9, gen)
-    _check_against_reference(images, draw, _cfg(3, out_dtype=torch.bfloat16), None, torch.bfloat16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        clean, mixed = fast.mix_images(images, draw, _cfg(3))
+    x = images("float", 3, 3, 7, 9, torch.float32, gen)
+    draw = switch_draw(3, 7, 9, gen)
+    _check_against_reference(backend, x, draw, mix_cfg(3, out_dtype=torch.bfloat16), None, torch.bfloat16)
+    x, draw = to_device(backend.device, x, draw)
+    with torch.autocast(backend.device.type, dtype=torch.bfloat16):
+        clean, mixed = backend.mix_images(x, draw, mix_cfg(3))
     assert clean.dtype == mixed.dtype == torch.bfloat16
 
 
-def _draw(perm, lam, box, is_cutmix) -> MixDraw:
-    return MixDraw(
-        perm=torch.tensor(perm),
-        lam=torch.tensor(lam, dtype=torch.float32),
-        box=torch.tensor(box, dtype=torch.int32),
-        is_cutmix=torch.tensor(is_cutmix),
-    )
-
-
-def test_mixup_lambda_one_keeps_the_sample_and_lambda_zero_takes_the_partner():
-    images = _images("uint8", 4, 3, 7, 9, torch.float32, torch.Generator().manual_seed(1))
-    draw = _draw([1, 2, 3, 0], [1.0, 0.0, 1.0, 0.0], [[0, 0, 0, 0]] * 4, [False] * 4)
-    clean, mixed = fast.mix_images(images, draw, _cfg(3))
+def test_mixup_lambda_one_keeps_the_sample_and_lambda_zero_takes_the_partner(backend):
+    x = images("uint8", 4, 3, 7, 9, torch.float32, torch.Generator().manual_seed(1))
+    draw = given_draw([1, 2, 3, 0], [1.0, 0.0, 1.0, 0.0])
+    clean, mixed = backend.mix_images(*to_device(backend.device, x, draw), mix_cfg(3))
     assert torch.equal(mixed[[0, 2]], clean[[0, 2]])
     assert torch.equal(mixed[[1, 3]], clean[[2, 0]])
 
 
-def test_cutmix_empty_box_keeps_the_sample_full_box_takes_the_partner_border_box_pastes():
+def test_cutmix_empty_box_keeps_the_sample_full_box_takes_the_partner_border_box_pastes(backend):
     H, W = 7, 9
-    images = _images("uint8", 3, 3, H, W, torch.float32, torch.Generator().manual_seed(2))
-    draw = _draw([2, 0, 1], [1.0, 0.0, 1 - 6 / 63], [[0, 0, 0, 0], [0, H, 0, W], [H - 2, H, W - 3, W]], [True] * 3)
-    clean, mixed = fast.mix_images(images, draw, _cfg(3))
+    x = images("uint8", 3, 3, H, W, torch.float32, torch.Generator().manual_seed(2))
+    boxes = [[0, 0, 0, 0], [0, H, 0, W], [H - 2, H, W - 3, W]]
+    draw = given_draw([2, 0, 1], [1.0, 0.0, 1 - 6 / 63], boxes, [True] * 3)
+    clean, mixed = _check_against_reference(backend, x, draw, mix_cfg(3), None, torch.float32)
     assert torch.equal(mixed[0], clean[0])
     assert torch.equal(mixed[1], clean[0])
-    inside = ref.box_mask(draw.box[2:], H, W)[0]
+    inside = ref.box_mask(draw.box[2:], H, W)[0].to(backend.device)
     assert torch.equal(mixed[2], torch.where(inside, clean[1], clean[2]))
-    _check_against_reference(images, draw, _cfg(3, out_dtype=torch.float32), None, torch.float32)
 
 
-def test_identity_permutation_mixes_each_sample_with_itself():
+def test_identity_permutation_mixes_each_sample_with_itself(backend):
     gen = torch.Generator().manual_seed(3)
-    images = _images("float", 5, 3, 7, 9, torch.float32, gen)
-    draw = _switch_draw(5, 7, 9, gen)._replace(perm=torch.arange(5))
-    clean, mixed = fast.mix_images(images, draw, _cfg(3))
+    x = images("float", 5, 3, 7, 9, torch.float32, gen)
+    draw = switch_draw(5, 7, 9, gen)._replace(perm=torch.arange(5))
+    clean, mixed = _check_against_reference(backend, x, draw, mix_cfg(3), None, torch.float32)
     assert_close(mixed, clean, name="x_mix", **TOL32)
-    _check_against_reference(images, draw, _cfg(3), None, torch.float32)
 
 
-def test_without_mixing_x_mix_is_x_clean_and_gradients_add_up():
+def test_without_mixing_x_mix_is_x_clean_and_gradients_add_up(backend):
     gen = torch.Generator().manual_seed(4)
-    images = _images("float", 3, 3, 7, 9, torch.float32, gen).requires_grad_(True)
-    cfg = _cfg(3, mix="none")
-    draw = sample_draw(3, 7, 9, cfg, device="cpu", generator=gen)
-    clean, mixed = fast.mix_images(images, draw, cfg)
+    cfg = mix_cfg(3, mix="none")
+    x, draw = images("float", 3, 3, 7, 9, torch.float32, gen), sample_draw(3, 7, 9, cfg, device="cpu", generator=gen)
+    x, draw = to_device(backend.device, x, draw)
+    x.requires_grad_(True)
+    clean, mixed = backend.mix_images(x, draw, cfg)
     assert mixed is clean
     (clean.sum() + 2 * mixed.sum()).backward()
-    assert torch.equal(images.grad, torch.full_like(images, 3.0))
+    assert torch.equal(x.grad, torch.full_like(x, 3.0))
 
 
-def test_gradient_of_the_mixed_output_alone_matches_the_reference():
+def test_gradient_of_the_mixed_output_alone_matches_the_reference(backend):
     """The clean pass usually runs under no_grad: only x_mix gets a gradient (None for x_clean)."""
     gen = torch.Generator().manual_seed(5)
-    cfg = _cfg(3, crop_padding=3, padding_mode="reflect", hflip=True)
-    x = _images("float", 4, 3, 7, 9, torch.float32, gen).requires_grad_(True)
-    draw, augment = _switch_draw(4, 7, 9, gen), sample_augment(4, cfg, device="cpu", generator=gen)
+    cfg = mix_cfg(3, crop_padding=3, padding_mode="reflect", hflip=True)
+    x = images("float", 4, 3, 7, 9, torch.float32, gen)
+    draw, augment = switch_draw(4, 7, 9, gen), sample_augment(4, cfg, device="cpu", generator=gen)
     g = torch.randn(4, 3, 7, 9, generator=gen)
+    x, draw, augment, g = to_device(backend.device, x, draw, augment, g)
+    x.requires_grad_(True)
     grads = [
         torch.autograd.grad((op(x, draw, cfg, augment=augment)[1] * g).sum(), x)[0]
-        for op in (fast.mix_images, ref.mix_images)
+        for op in (backend.mix_images, ref.mix_images)
     ]
     assert_close(grads[0], grads[1], name="d images", **TOL32)
 
 
-def test_several_programs_per_sample():
-    """C*H*W above the interpreter's block (2**16) splits each sample over several programs."""
-    gen = torch.Generator().manual_seed(6)
-    B, C, H, W = 2, 3, 150, 151
-    cfg = _cfg(3, crop_padding=4, hflip=True)
-    images = _images("float", B, C, H, W, torch.float32, gen)
-    draw, augment = _switch_draw(B, H, W, gen), sample_augment(B, cfg, device="cpu", generator=gen)
-    _check_against_reference(images, draw, cfg, augment, torch.float32)
-
-
-def test_int64_offsets_give_the_same_result(monkeypatch):
-    """Batches past 2**31 elements index in int64; force that path on a small batch."""
-    gen = torch.Generator().manual_seed(8)
-    cfg = _cfg(3, crop_padding=2, padding_mode="reflect", hflip=True)
-    images = _images("float_strided", 3, 3, 7, 9, torch.float32, gen).requires_grad_(True)
-    draw, augment = _switch_draw(3, 7, 9, gen), sample_augment(3, cfg, device="cpu", generator=gen)
-
-    def run():
-        clean, mixed = fast.mix_images(images, draw, cfg, augment=augment)
-        return clean, mixed, torch.autograd.grad((clean * 2).sum() + (mixed * mixed).sum(), images)[0]
-
-    expected = run()
-    monkeypatch.setattr(fast, "_INT32_SPAN", 1)
-    assert fast._needs_int64(images)
-    for got, exp in zip(run(), expected):
-        assert torch.equal(got, exp)
-
-
-def test_out_of_range_perm_and_offsets_give_nan_not_a_crash():
-    """Value checks are skipped under torch.compile; the kernel must stay memory-safe."""
+def test_out_of_range_perm_and_offsets_give_nan_not_a_crash(backend):
+    """Value checks are skipped under torch.compile; the kernels must stay memory-safe."""
     gen = torch.Generator().manual_seed(9)
-    cfg = _cfg(3, crop_padding=2, hflip=True)
-    images = _images("uint8", 4, 3, 7, 9, torch.float32, gen)
-    draw = _switch_draw(4, 7, 9, gen)._replace(perm=torch.tensor([1, 4, 3, 0]))
+    cfg = mix_cfg(3, crop_padding=2, hflip=True)
+    uint8, floats = images("uint8", 4, 3, 7, 9, torch.float32, gen), images("float", 4, 3, 7, 9, torch.float32, gen)
+    draw = switch_draw(4, 7, 9, gen)._replace(perm=torch.tensor([1, 4, 3, 0]))
     offset = torch.tensor([[0, 0], [1, 2], [2, 9], [4, 4]], dtype=torch.int32)
     augment = AugmentDraw(offset=offset, flip=torch.zeros(4, dtype=torch.bool))
-    clean, mixed = fast.mix_images_unchecked(images, draw, cfg, augment)
+    uint8, floats, draw, augment = to_device(backend.device, uint8, floats, draw, augment)
+    clean, mixed = backend.mix_images_unchecked(uint8, draw, cfg, augment)
     assert clean[[0, 1, 3]].isfinite().all() and clean[2].isnan().all()
     assert mixed[1].isnan().all()  # partner 4 of a batch of 4
     assert mixed[3].isfinite().all()  # partner 0 is fine
+    floats.requires_grad_(True)
+    clean, mixed = backend.mix_images_unchecked(floats, draw, cfg, augment)
+    (d_images,) = torch.autograd.grad(clean.sum() + mixed.sum(), floats)
+    assert d_images[2].isnan().all()  # its crop offset is bad, and no sample has it as partner
+    assert d_images[[0, 1, 3]].isfinite().all()
 
 
 def _bad(**fields):
     gen = torch.Generator().manual_seed(0)
-    images = _images("uint8", 4, 3, 7, 9, torch.float32, gen)
-    return dict(images=images, draw=_switch_draw(4, 7, 9, gen), cfg=_cfg(3), augment=None) | fields
+    x, draw = images("uint8", 4, 3, 7, 9, torch.float32, gen), switch_draw(4, 7, 9, gen)
+    return dict(images=x, draw=draw, cfg=mix_cfg(3), augment=None) | fields
 
 
-def _draw_with(**fields) -> MixDraw:
-    return _switch_draw(4, 7, 9, torch.Generator().manual_seed(0))._replace(**fields)
+def _draw_with(**fields):
+    return switch_draw(4, 7, 9, torch.Generator().manual_seed(0))._replace(**fields)
 
 
 BAD_INPUTS = {
@@ -267,14 +232,14 @@ BAD_INPUTS = {
     "perm_not_a_permutation": _bad(draw=_draw_with(perm=torch.zeros(4, dtype=torch.int64))),
     "lam_wrong_shape": _bad(draw=_draw_with(lam=torch.ones(3))),
     "box_outside_image": _bad(
-        draw=_draw([1, 2, 3, 0], [0.5] * 4, [[0, 8, 0, 2]] + [[0, 0, 0, 0]] * 3, [True, False, False, False])
+        draw=given_draw([1, 2, 3, 0], [0.5] * 4, [[0, 8, 0, 2]] + [[0, 0, 0, 0]] * 3, [True, False, False, False])
     ),
     "augment_offset_too_large": _bad(
-        cfg=_cfg(3, crop_padding=1),
+        cfg=mix_cfg(3, crop_padding=1),
         augment=AugmentDraw(torch.full((4, 2), 3, dtype=torch.int32), torch.zeros(4, dtype=torch.bool)),
     ),
     "reflect_padding_too_large": _bad(
-        cfg=_cfg(3, crop_padding=7, padding_mode="reflect"),
+        cfg=mix_cfg(3, crop_padding=7, padding_mode="reflect"),
         augment=AugmentDraw(torch.zeros(4, 2, dtype=torch.int32), torch.zeros(4, dtype=torch.bool)),
     ),
     "cfg_not_a_config": _bad(cfg={"mix": "mixup"}),
@@ -282,51 +247,61 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("args", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_input_raises_the_reference_error(args):
+def test_bad_input_raises_the_reference_error(backend, args):
+    x, draw, augment = to_device(backend.device, args["images"], args["draw"], args["augment"])
     with pytest.raises((TypeError, ValueError)) as expected:
-        ref.mix_images(args["images"], args["draw"], args["cfg"], augment=args["augment"])
+        ref.mix_images(x, draw, args["cfg"], augment=augment)
     with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
-        fast.mix_images(args["images"], args["draw"], args["cfg"], augment=args["augment"])
+        backend.mix_images(x, draw, args["cfg"], augment=augment)
 
 
-def _op_args(images, draw, cfg, augment):
-    offset, flip = (None, None) if augment is None else augment
-    return (
-        images, *draw, offset, flip, list(cfg.mean), list(cfg.std), cfg.crop_padding,
-        cfg.padding_mode == "reflect", cfg.mixes, cfg.resolve_out_dtype(images), cfg.channels_last,
-    )
+#: Each backend's raw ops, (forward, backward), looked up on use: a backend registers them when loaded.
+RAW_OPS = {
+    "triton": lambda: (torch.ops.sem_fast.mix_images.default, torch.ops.sem_fast.mix_images_backward.default),
+    "cuda": lambda: (torch.ops.sem_fast_ext.mix_images.default, torch.ops.sem_fast_ext.mix_images_backward.default),
+}
 
 
-def test_opcheck_of_the_forward_and_backward_ops():
+def test_opcheck_of_the_forward_and_backward_ops(backend):
+    """opcheck runs each sample several times: B=2 (one CutMix and one mixup sample) keeps the
+    Triton interpreter's work small."""
     gen = torch.Generator().manual_seed(10)
-    reflect = _cfg(3, crop_padding=2, padding_mode="reflect", hflip=True, out_dtype=torch.bfloat16)
-    augment = sample_augment(3, reflect, device="cpu", generator=gen)
-    draw = _switch_draw(3, 7, 9, gen)
-    uint8 = _images("uint8", 3, 3, 7, 9, torch.float32, gen)
-    floats = _images("float_channels_last", 3, 3, 7, 9, torch.float32, gen).requires_grad_(True)
+    reflect_cfg = mix_cfg(3, crop_padding=2, padding_mode="reflect", hflip=True, out_dtype=torch.bfloat16)
+    augment = sample_augment(2, reflect_cfg, device="cpu", generator=gen)
+    draw = switch_draw(2, 7, 9, gen)
+    uint8 = images("uint8", 2, 3, 7, 9, torch.float32, gen)
+    floats = images("float_channels_last", 2, 3, 7, 9, torch.float32, gen)
+    grad = torch.randn(2, 3, 7, 9, generator=gen)
+    augment, draw, uint8, floats, grad = to_device(backend.device, augment, draw, uint8, floats, grad)
+    floats.requires_grad_(True)
+    forward, backward = RAW_OPS[backend.name]()
     for args in (
-        _op_args(uint8, draw, reflect, augment),
-        _op_args(floats, draw, _cfg(3, channels_last=False), None),
-        _op_args(floats, draw, _cfg(3, mix="none"), None),
-        _op_args(floats, draw, reflect, augment),
+        mix_op_args(backend.name, uint8, draw, reflect_cfg, augment),
+        mix_op_args(backend.name, floats, draw, mix_cfg(3, channels_last=False), None),
+        mix_op_args(backend.name, floats, draw, mix_cfg(3, mix="none"), None),
+        mix_op_args(backend.name, floats, draw, reflect_cfg, augment),
     ):
-        torch.library.opcheck(torch.ops.sem_fast.mix_images.default, args)
-    grad = torch.randn(3, 3, 7, 9, generator=gen)
-    for g_clean, g_mix in ((grad, grad.flip(0)), (None, grad)):
-        args = (g_clean, g_mix, *draw, augment.offset, augment.flip, 2, True, torch.float16, True)
-        torch.library.opcheck(torch.ops.sem_fast.mix_images_backward.default, args)
+        torch.library.opcheck(forward, args)
+    for g_clean, g_mix, reflect in (
+        (grad, grad.flip(0), True),
+        (grad.to(memory_format=torch.channels_last), None, False),
+        (None, grad, False),
+    ):
+        args = (g_clean, g_mix, *draw, augment.offset, augment.flip, 2, reflect, torch.float16)
+        # Triton's backward also takes the memory format of the gradient it returns.
+        torch.library.opcheck(backward, args + ((True,) if backend.name == "triton" else ()))
 
 
 @settings(max_examples=25, deadline=None, database=None)
 @given(data=st.data())
-def test_property_random_batches_match_the_reference(data):
-    B, C = data.draw(st.integers(1, 6)), data.draw(st.sampled_from([1, 3]))
-    H, W = data.draw(st.integers(1, 12)), data.draw(st.integers(1, 12))
+def test_property_random_batches_match_the_reference(backend, data):
+    sizes = (st.integers(1, 6), st.sampled_from([1, 3]), st.integers(1, 12), st.integers(1, 12))
+    B, C, H, W = (data.draw(s) for s in sizes)
     dtype = data.draw(st.sampled_from(DTYPES))
-    kind = data.draw(st.sampled_from(["uint8", "uint8_strided", "float", "float_channels_last", "float_strided"]))
+    kind = data.draw(st.sampled_from(IMAGE_KINDS))
     padding = data.draw(st.integers(0, 3))
     modes = ["zeros", "reflect"] if padding < min(H, W) else ["zeros"]
-    cfg = _cfg(
+    cfg = mix_cfg(
         C,
         mix=data.draw(st.sampled_from(["mixup", "cutmix", "switch", "none"])),
         lam_mode=data.draw(st.sampled_from(["batch", "elem"])),
@@ -338,7 +313,7 @@ def test_property_random_batches_match_the_reference(data):
         out_dtype=dtype if kind.startswith("uint8") else None,
     )
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
-    images = _images(kind, B, C, H, W, dtype, gen)
+    x = images(kind, B, C, H, W, dtype, gen)
     draw = sample_draw(B, H, W, cfg, device="cpu", generator=gen)
     augment = sample_augment(B, cfg, device="cpu", generator=gen) if cfg.augments else None
-    _check_against_reference(images, draw, cfg, augment, dtype)
+    _check_against_reference(backend, x, draw, cfg, augment, dtype)

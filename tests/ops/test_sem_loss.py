@@ -1,79 +1,48 @@
-"""The Triton SEM loss op (`sem_fast.ops.sem_loss`) against the reference: loss and gradients in
+"""Every fast backend's SEM loss op (``backend`` fixture: Triton `sem_fast.ops.sem_loss`, the
+compiled `sem_fast.ext`, on each device they run on) against the reference: loss and gradients in
 fp32, bf16 and fp16, odd shapes, edge draws, many classes, random problems (hypothesis), opcheck,
-bad input.
+bad input, out-of-range values through the unchecked entry point. torch.compile of each backend:
+``test_triton_backend.py`` and ``tests/ext/test_ext_backend.py``.
 
-On CPU the kernels run in Triton's interpreter (``tests/conftest.py`` sets TRITON_INTERPRET=1).
+On CPU the Triton kernels run in Triton's interpreter (the root ``conftest.py`` sets
+TRITON_INTERPRET=1). Inputs are built on the CPU and moved to the backend's device.
 
 ``truth`` is the reference evaluated in float64 on the same (rounded) inputs: with many classes
 the float32 reference's own logsumexp error reaches 1e-5 (measured: 1.1e-5 on a gradient at
-K = 65539 against 2.9e-7 for the kernel), so float32 would not be a fair yardstick.
+K = 65539 against 2.9e-7 for the Triton kernel), so float32 would not be a fair yardstick.
 Tolerances: fp32 within 1e-5 relative of ``truth`` (``TOL32``), plus two fp32 ulps at 1 absolute:
 softmax gradients that cancel to ~0 (``p - 1`` for confident logits) carry that error in any fp32
 computation. bf16/fp16 inputs: flash-attention's rule,
 ``max|fast - truth| <= 2 * max|plain - truth| + LOW_ATOL`` with ``plain`` the same loss computed
-by plain PyTorch in that dtype.
+by plain PyTorch in that dtype. A gradient the backend returns in a low-precision input dtype
+while the other inputs are fp32: within one rounding to that dtype of ``truth`` (``ROUNDED_TOL``).
 """
 
 import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import sem_fast.ops.sem_loss as fast
-from sem_fast import MixDraw, SEMConfig, sample_draw
+from sem_fast import SEMConfig, sample_draw
 from sem_fast import reference as ref
+from tests.ops.cases import DTYPES, elem_draw, given_draw, plain_loss, problem, to_device
 from tests.utils import assert_close, assert_low_precision_close
 
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 TOL32 = dict(rtol=1e-5, atol=2**-22)
 #: Room for fp32 summation-order differences in the fp32 loss values (which are O(1)).
 LOW_ATOL = 1e-6
+#: One rounding to bf16 (8 significant bits; fp16 has 11) is within 2**-8 relative.
+ROUNDED_TOL = dict(rtol=2**-8, atol=1e-6)
 #: Weights of (loss, ce, sem) in the scalar that is differentiated, so every output's gradient counts.
 OUTPUT_WEIGHTS = (1.0, 0.5, 0.25)
 
 
-def _problem(B, K, D, dtype, gen, *, layout="contiguous", labels_dtype=torch.int64):
-    """``(logits (B, K), z_mix (B, D), z_clean (B, D), labels (B,))``; ``layout='strided'`` gives
-    non-contiguous views (a column slice and a transpose)."""
-    if layout == "strided":
-        logits = (3 * torch.randn(B, 2 * K, generator=gen)).to(dtype)[:, ::2]
-        z_mix, z_clean = (torch.randn(D, B, generator=gen).to(dtype).t() for _ in range(2))
-    else:
-        logits = (3 * torch.randn(B, K, generator=gen)).to(dtype)
-        z_mix, z_clean = (torch.randn(B, D, generator=gen).to(dtype) for _ in range(2))
-    labels = torch.randint(0, K, (B,), generator=gen).to(labels_dtype)
-    return logits, z_mix, z_clean, labels
-
-
-def _elem_draw(B: int, gen: torch.Generator) -> MixDraw:
-    return sample_draw(B, 8, 8, SEMConfig(lam_mode="elem"), device="cpu", generator=gen)
-
-
-def _mixup_draw(perm: torch.Tensor, lam: list[float]) -> MixDraw:
-    B = len(lam)
-    return MixDraw(perm, torch.tensor(lam), torch.zeros(B, 4, dtype=torch.int32), torch.zeros(B, dtype=torch.bool))
-
-
-def _plain_loss(logits, z_mix, z_clean, labels, draw, cfg):
-    """The SEM loss with every operation in the inputs' (low) dtype, by plain PyTorch."""
-    dtype = logits.dtype
-    targets = ref.mixed_targets(labels, draw, logits.shape[1], cfg.label_smoothing).to(dtype)
-    ce = -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
-    if z_clean is None:
-        return ce, ce, torch.zeros((), dtype=dtype)
-    lam = draw.lam.to(dtype).view(-1, 1)
-    target = lam * z_clean + (1 - lam) * z_clean[draw.perm]
-    diff = z_mix - (target.detach() if cfg.detach_target else target)
-    sq = diff * diff
-    sem = sq.mean() if cfg.sem_reduction == "mean" else sq.sum(1).mean()
-    return ce + cfg.gamma * sem, ce, sem
-
-
-def _check_against_reference(logits, z_mix, z_clean, labels, draw, cfg):
-    """Loss values and gradients (w.r.t. logits, z_mix, z_clean) against the float64 reference."""
+def _check_against_reference(backend, logits, z_mix, z_clean, labels, draw, cfg):
+    """Loss values and gradients (w.r.t. logits, z_mix, z_clean) of ``backend``'s op against the
+    float64 reference, on the backend's device."""
+    logits, z_mix, z_clean, labels, draw = to_device(backend.device, logits, z_mix, z_clean, labels, draw)
     dtype = logits.dtype
 
     def run(fn, cast):
@@ -83,17 +52,18 @@ def _check_against_reference(logits, z_mix, z_clean, labels, draw, cfg):
         used = [t for t in inputs if t is not None]
         return outputs, torch.autograd.grad(total, used, allow_unused=True)
 
-    out, grads = run(fast.sem_loss, lambda t: t)
+    out, grads = run(backend.sem_loss, lambda t: t)
     truth, truth_grads = run(ref.sem_loss_unchecked, lambda t: t.double())
-    plain, plain_grads = run(_plain_loss, lambda t: t)
+    plain, plain_grads = run(plain_loss, lambda t: t)
     for o in out:
-        assert o.dtype == torch.float32 and o.shape == ()
+        assert o.dtype == torch.float32 and o.shape == () and o.device == logits.device
     names = ("loss", "ce", "sem", "d logits", "d z_mix", "d z_clean")
     for name, f, t, p in zip(names, (*out, *grads), (*truth, *truth_grads), (*plain, *plain_grads)):
         assert (f is None) == (t is None), f"{name}: gradient presence differs from the reference"
         if f is None:
             continue
         assert f.dtype == (torch.float32 if name in names[:3] else dtype), name
+        f, t, p = f.cpu(), t.cpu(), p.cpu()
         if dtype == torch.float32:
             assert_close(f, t, name=name, **TOL32)
         else:
@@ -105,6 +75,7 @@ SHAPES = {
     "B1_K3_D17": (1, 3, 17, "contiguous"),
     "odd_B_K1000_D640": (5, 1000, 640, "contiguous"),
     "B7_K10_D17_noncontiguous": (7, 10, 17, "strided"),
+    "B33_K1_D640": (33, 1, 640, "contiguous"),
 }
 CONFIGS = {
     "mean_detached_target": SEMConfig(gamma=0.7),
@@ -116,57 +87,74 @@ CONFIGS = {
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg", CONFIGS.values(), ids=CONFIGS.keys())
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_loss_and_gradients_match_the_reference(shape, cfg, dtype):
+def test_loss_and_gradients_match_the_reference(backend, shape, cfg, dtype):
     B, K, D, layout = shape
     gen = torch.Generator().manual_seed(B * K + D)
-    logits, z_mix, z_clean, labels = _problem(B, K, D, dtype, gen, layout=layout)
+    logits, z_mix, z_clean, labels = problem(B, K, D, dtype, gen, layout=layout)
     z_clean = None if cfg is CONFIGS["no_sem_term"] else z_clean
-    _check_against_reference(logits, z_mix, z_clean, labels, _elem_draw(B, gen), cfg)
+    _check_against_reference(backend, logits, z_mix, z_clean, labels, elem_draw(B, gen), cfg)
 
 
-def test_lambda_zero_and_one_and_the_identity_permutation():
+def test_lambda_zero_and_one_and_the_identity_permutation(backend):
     gen = torch.Generator().manual_seed(1)
-    logits, z_mix, z_clean, labels = _problem(4, 10, 17, torch.float32, gen)
+    logits, z_mix, z_clean, labels = problem(4, 10, 17, torch.float32, gen)
     cfg = SEMConfig(detach_target=False, label_smoothing=0.1)
     for perm in (torch.tensor([2, 3, 0, 1]), torch.arange(4)):
-        draw = _mixup_draw(perm, [0.0, 1.0, 0.0, 1.0])
-        _check_against_reference(logits, z_mix, z_clean, labels, draw, cfg)
+        draw = given_draw(perm, [0.0, 1.0, 0.0, 1.0])
+        _check_against_reference(backend, logits, z_mix, z_clean, labels, draw, cfg)
 
 
-def test_confident_logits_keep_the_true_class_gradient():
+def test_confident_logits_keep_the_true_class_gradient(backend):
     """softmax -> 1 at the label: the -1 of the target must meet p in fp32, before rounding."""
     gen = torch.Generator().manual_seed(2)
-    logits, z_mix, z_clean, labels = _problem(6, 1000, 17, torch.float32, gen)
+    logits, z_mix, z_clean, labels = problem(6, 1000, 17, torch.float32, gen)
     logits[torch.arange(6), labels] += 30.0
-    draw = _mixup_draw(torch.arange(6), [1.0] * 6)
+    draw = given_draw(torch.arange(6), [1.0] * 6)
     for dtype in DTYPES:
-        _check_against_reference(logits.to(dtype), z_mix.to(dtype), z_clean.to(dtype), labels, draw, SEMConfig())
+        inputs = (t.to(dtype) for t in (logits, z_mix, z_clean))
+        _check_against_reference(backend, *inputs, labels, draw, SEMConfig())
 
 
-def test_many_classes_and_features_span_several_blocks():
-    """K and D above the interpreter's tile (2**16) run the looped online-logsumexp path; the
-    row maximum sits in the last block of row 0 (the running sum must be rescaled)."""
+def test_many_classes_and_features_span_several_blocks(backend):
+    """K and D above the Triton interpreter's tile (2**16) run the looped online-logsumexp path;
+    the row maximum sits in the last block of row 0 (the running sum must be rescaled)."""
     gen = torch.Generator().manual_seed(3)
-    logits, z_mix, z_clean, labels = _problem(2, 2**16 + 3, 2**16 + 5, torch.float32, gen)
+    logits, z_mix, z_clean, labels = problem(2, 2**16 + 3, 2**16 + 5, torch.float32, gen)
     logits[0, -2] = logits[1, 0] = 20.0
     cfg = SEMConfig(detach_target=False, label_smoothing=0.1)
-    _check_against_reference(logits, z_mix, z_clean, labels, _elem_draw(2, gen), cfg)
+    _check_against_reference(backend, logits, z_mix, z_clean, labels, elem_draw(2, gen), cfg)
 
 
-def test_int32_labels():
+def test_int32_labels_and_mixed_feature_dtypes(backend):
+    """z_mix and z_clean in different dtypes are upcast to fp32 together (lossless); each
+    gradient comes back in its input's dtype."""
     gen = torch.Generator().manual_seed(4)
-    logits, z_mix, z_clean, labels = _problem(5, 7, 9, torch.float32, gen, labels_dtype=torch.int32)
-    _check_against_reference(logits, z_mix, z_clean, labels, _elem_draw(5, gen), SEMConfig())
+    logits, z_mix, z_clean, labels = problem(5, 7, 9, torch.float32, gen, labels_dtype=torch.int32)
+    _check_against_reference(backend, logits, z_mix, z_clean, labels, elem_draw(5, gen), SEMConfig())
+    cfg = SEMConfig(detach_target=False)
+    inputs = [logits, z_mix.to(torch.bfloat16), z_clean.to(torch.float16)]
+    labels, draw, *inputs = to_device(backend.device, labels, elem_draw(5, gen), *inputs)
+    got_in = [t.clone().requires_grad_(True) for t in inputs]
+    truth_in = [t.double().requires_grad_(True) for t in inputs]
+    got, truth = backend.sem_loss(*got_in, labels, draw, cfg), ref.sem_loss_unchecked(*truth_in, labels, draw, cfg)
+    for name, g, t in zip(("loss", "ce", "sem"), got, truth):
+        assert_close(g, t, name=name, **TOL32)
+    got_grads, truth_grads = torch.autograd.grad(got[0], got_in), torch.autograd.grad(truth[0], truth_in)
+    for name, g, t, x in zip(("d logits", "d z_mix", "d z_clean"), got_grads, truth_grads, inputs):
+        assert g.dtype == x.dtype, name
+        assert_close(g, t, name=name, **(TOL32 if x.dtype == torch.float32 else ROUNDED_TOL))
 
 
 @pytest.mark.parametrize("used", ["ce", "sem"])
-def test_gradient_of_one_output_alone(used):
+def test_gradient_of_one_output_alone(backend, used):
     """Only ``ce`` (or ``sem``) is differentiated: the other outputs' gradients are None."""
     gen = torch.Generator().manual_seed(5)
-    inputs = [t.requires_grad_(True) for t in _problem(5, 7, 9, torch.float32, gen)[:3]]
-    labels, draw, cfg = torch.randint(0, 7, (5,), generator=gen), _elem_draw(5, gen), SEMConfig(detach_target=False)
+    logits, z_mix, z_clean, _ = problem(5, 7, 9, torch.float32, gen)
+    labels, draw, cfg = torch.randint(0, 7, (5,), generator=gen), elem_draw(5, gen), SEMConfig(detach_target=False)
+    labels, draw, *inputs = to_device(backend.device, labels, draw, logits, z_mix, z_clean)
+    inputs = [t.requires_grad_(True) for t in inputs]
     index = 1 if used == "ce" else 2
-    got = torch.autograd.grad(fast.sem_loss(*inputs, labels, draw, cfg)[index], inputs, allow_unused=True)
+    got = torch.autograd.grad(backend.sem_loss(*inputs, labels, draw, cfg)[index], inputs, allow_unused=True)
     expected = torch.autograd.grad(ref.sem_loss(*inputs, labels, draw, cfg)[index], inputs, allow_unused=True)
     for g, e in zip(got, expected):
         assert (g is None) == (e is None)
@@ -174,37 +162,53 @@ def test_gradient_of_one_output_alone(used):
             assert_close(g, e, **TOL32)
 
 
-def test_without_clean_features_sem_is_zero_and_loss_is_ce():
+def test_without_clean_features_sem_is_zero_and_loss_is_ce(backend):
     gen = torch.Generator().manual_seed(6)
-    logits, z_mix, _, labels = _problem(3, 5, 4, torch.float32, gen)
-    loss, ce, sem = fast.sem_loss(logits, z_mix.requires_grad_(True), None, labels, _elem_draw(3, gen), SEMConfig())
+    logits, z_mix, _, labels = problem(3, 5, 4, torch.float32, gen)
+    logits, z_mix, labels, draw = to_device(backend.device, logits, z_mix, labels, elem_draw(3, gen))
+    loss, ce, sem = backend.sem_loss(logits, z_mix.requires_grad_(True), None, labels, draw, SEMConfig())
     assert sem.item() == 0.0 and torch.equal(loss, ce)
     assert torch.autograd.grad(loss, z_mix, allow_unused=True) == (None,)
 
 
-def test_out_of_range_labels_and_perm_give_nan_not_a_crash():
-    """Value checks are skipped under torch.compile; the kernel must stay memory-safe."""
+#: Whether ``d logits`` has NaNs when a label or the permutation is out of range. The loss is NaN
+#: on every backend, which is what flags it; Triton's kernel also lets the NaN reach the gradient
+#: (in the rows that use the bad label), the extension's drops the missing class and stays finite.
+BAD_INDEX_D_LOGITS_HAS_NAN = {"triton": True, "cuda": False}
+
+
+def test_out_of_range_labels_and_perm_give_nan_not_a_crash(backend):
+    """Value checks are skipped under torch.compile; the kernels must stay memory-safe."""
     gen = torch.Generator().manual_seed(7)
-    logits, z_mix, z_clean, labels = _problem(4, 5, 3, torch.float32, gen)
-    logits, z_mix, z_clean = (t.requires_grad_(True) for t in (logits, z_mix, z_clean))
-    draw, cfg = _elem_draw(4, gen), SEMConfig(detach_target=False)
-    for bad_labels, bad_draw in (
+    logits, z_mix, z_clean, labels = problem(4, 5, 3, torch.float32, gen)
+    draw, cfg = elem_draw(4, gen), SEMConfig(detach_target=False)
+    cases = (
         (torch.tensor([0, 5, 1, 2]), draw),
         (torch.tensor([-1, 0, 1, 2]), draw),
         (labels, draw._replace(perm=torch.tensor([1, 2, 3, 4]))),
-    ):
-        loss, ce, sem = fast.sem_loss_unchecked(logits, z_mix, z_clean, bad_labels, bad_draw, cfg)
+    )
+    leaves = [t.requires_grad_(True) for t in to_device(backend.device, logits, z_mix, z_clean)]
+    for bad_labels, bad_draw in cases:
+        bad_labels, bad_draw = to_device(backend.device, bad_labels, bad_draw)
+        loss, ce, sem = backend.sem_loss_unchecked(*leaves, bad_labels, bad_draw, cfg)
         assert loss.isnan() and ce.isnan()
-        d_logits, _, d_clean = torch.autograd.grad(loss, (logits, z_mix, z_clean))
-        assert d_logits.isnan().any()
+        d_logits, _, d_clean = torch.autograd.grad(loss, leaves)
+        if BAD_INDEX_D_LOGITS_HAS_NAN[backend.name]:
+            assert d_logits.isnan().any()
+        else:
+            assert d_logits.isfinite().all()
     assert sem.isnan() and d_clean.isnan().any()  # the bad perm also breaks the SEM target
 
 
 def _bad(**fields):
     gen = torch.Generator().manual_seed(0)
-    logits, z_mix, z_clean, labels = _problem(4, 5, 3, torch.float32, gen)
-    args = dict(logits=logits, z_mix=z_mix, z_clean=z_clean, labels=labels, draw=_elem_draw(4, gen), cfg=SEMConfig())
+    logits, z_mix, z_clean, labels = problem(4, 5, 3, torch.float32, gen)
+    args = dict(logits=logits, z_mix=z_mix, z_clean=z_clean, labels=labels, draw=elem_draw(4, gen), cfg=SEMConfig())
     return args | fields
+
+
+def _draw_with(**fields):
+    return elem_draw(4, torch.Generator())._replace(**fields)
 
 
 BAD_INPUTS = {
@@ -214,45 +218,75 @@ BAD_INPUTS = {
     "float_labels": _bad(labels=torch.zeros(4)),
     "label_out_of_range": _bad(labels=torch.tensor([0, 1, 5, 2])),
     "negative_label": _bad(labels=torch.tensor([0, -1, 2, 2])),
-    "perm_not_a_permutation": _bad(draw=_elem_draw(4, torch.Generator())._replace(perm=torch.zeros(4).long())),
-    "lam_above_one": _bad(draw=_elem_draw(4, torch.Generator())._replace(lam=torch.full((4,), 1.5))),
+    "perm_not_a_permutation": _bad(draw=_draw_with(perm=torch.zeros(4, dtype=torch.int64))),
+    "lam_above_one": _bad(draw=_draw_with(lam=torch.full((4,), 1.5))),
     "labels_on_meta": _bad(labels=torch.zeros(4, dtype=torch.int64, device="meta")),
     "cfg_not_a_config": _bad(cfg=None),
 }
 
 
 @pytest.mark.parametrize("args", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_input_raises_the_reference_error(args):
+def test_bad_input_raises_the_reference_error(backend, args):
+    names = ("logits", "z_mix", "z_clean", "labels", "draw")
+    args = args | dict(zip(names, to_device(backend.device, *(args[name] for name in names))))
     with pytest.raises((TypeError, ValueError)) as expected:
         ref.sem_loss(**args)
     with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
-        fast.sem_loss(**args)
+        backend.sem_loss(**args)
 
 
-def test_opcheck_of_the_forward_and_backward_ops():
-    gen = torch.Generator().manual_seed(8)
-    draw = _elem_draw(5, gen)
-    cases = ((torch.float32, True, True), (torch.bfloat16, True, True), (torch.float16, False, False))
-    for dtype, has_sem, grad in cases:
-        logits, z_mix, z_clean, labels = _problem(5, 11, 6, dtype, gen)
-        logits, z_mix, z_clean = (t.requires_grad_(grad) for t in (logits, z_mix, z_clean))
-        z_clean = z_clean if has_sem else None
+def _triton_ops(gen, draw, problems):
+    """(op, args) samples of ``torch.ops.sem_fast.sem_loss`` and its backward."""
+    for logits, z_mix, z_clean, labels in problems:
+        grad, has_sem = logits.requires_grad, z_clean is not None
         args = (logits, z_mix, z_clean, labels, draw.perm, draw.lam, 0.7, 0.1, has_sem, False, grad)
-        torch.library.opcheck(torch.ops.sem_fast.sem_loss.default, args)
-    scalar = torch.tensor(0.5)
-    dl_unit, dz_unit = torch.randn(5, 11, generator=gen), torch.randn(5, 6, generator=gen)
+        yield torch.ops.sem_fast.sem_loss.default, args
+    scalar = torch.tensor(0.5, device=draw.lam.device)
+    dl_unit, dz_unit = (torch.randn(shape, generator=gen).to(draw.lam.device) for shape in ((5, 11), (5, 6)))
     for grads, dtypes in (
         ((scalar, scalar, scalar), (torch.float32, torch.bfloat16, torch.float16)),
         ((scalar, None, None), (torch.float16, None, torch.float32)),
         ((None, scalar, None), (torch.float32, None, None)),
     ):
         args = (*grads, dl_unit, dz_unit, draw.perm, draw.lam, 0.7, *dtypes)
-        torch.library.opcheck(torch.ops.sem_fast.sem_loss_backward.default, args)
+        yield torch.ops.sem_fast.sem_loss_backward.default, args
+
+
+def _ext_ops(gen, draw, problems):
+    """(op, args) samples of ``torch.ops.sem_fast_ext.sem_loss`` and its two backward ops."""
+    for logits, z_mix, z_clean, labels in problems:
+        args = (logits, z_mix, z_clean, labels, draw.perm, draw.lam, 0.1, 0.7, z_clean is not None)
+        yield torch.ops.sem_fast_ext.sem_loss.default, args
+    logits, z_mix, z_clean, labels = problems[1]
+    logits, z_mix, z_clean = (t.detach() for t in (logits, z_mix, z_clean))
+    lse = torch.logsumexp(logits.float(), dim=1)
+    scalar = torch.tensor(0.5, device=logits.device)
+    yield torch.ops.sem_fast_ext.mixed_ce_backward.default, (scalar, logits, labels, draw.perm, draw.lam, lse, 0.1)
+    for with_clean, z_clean_dtype in ((True, torch.bfloat16), (False, torch.bfloat16), (True, torch.float32)):
+        args = (scalar, z_mix, z_clean.to(z_clean_dtype), draw.perm, draw.lam, True, with_clean)
+        yield torch.ops.sem_fast_ext.sem_distance_backward.default, args
+
+
+#: Each backend's raw ops with sample arguments, from (generator, draw, problems).
+RAW_OP_SAMPLES = {"triton": _triton_ops, "cuda": _ext_ops}
+
+
+def test_opcheck_of_the_forward_and_backward_ops(backend):
+    gen = torch.Generator().manual_seed(8)
+    draw = to_device(backend.device, elem_draw(5, gen))[0]
+    problems = []
+    cases = ((torch.float32, True, True), (torch.bfloat16, True, True), (torch.float16, False, False))
+    for dtype, has_sem, grad in cases:
+        logits, z_mix, z_clean, labels = to_device(backend.device, *problem(5, 11, 6, dtype, gen))
+        logits, z_mix, z_clean = (t.requires_grad_(grad) for t in (logits, z_mix, z_clean))
+        problems.append((logits, z_mix, z_clean if has_sem else None, labels))
+    for op, args in RAW_OP_SAMPLES[backend.name](gen, draw, problems):
+        torch.library.opcheck(op, args)
 
 
 @settings(max_examples=30, deadline=None, database=None)
 @given(data=st.data())
-def test_property_random_problems_match_the_reference(data):
+def test_property_random_problems_match_the_reference(backend, data):
     B = data.draw(st.integers(1, 9))
     K = data.draw(st.one_of(st.integers(1, 40), st.integers(900, 1100)))
     D = data.draw(st.integers(1, 40))
@@ -260,7 +294,7 @@ def test_property_random_problems_match_the_reference(data):
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
     layout = data.draw(st.sampled_from(["contiguous", "strided"]))
     labels_dtype = data.draw(st.sampled_from([torch.int64, torch.int32]))
-    logits, z_mix, z_clean, labels = _problem(B, K, D, dtype, gen, layout=layout, labels_dtype=labels_dtype)
+    logits, z_mix, z_clean, labels = problem(B, K, D, dtype, gen, layout=layout, labels_dtype=labels_dtype)
     cfg = SEMConfig(
         mix=data.draw(st.sampled_from(["mixup", "cutmix", "switch"])),
         lam_mode=data.draw(st.sampled_from(["batch", "elem"])),
@@ -272,4 +306,4 @@ def test_property_random_problems_match_the_reference(data):
     )
     draw = sample_draw(B, 8, 8, cfg, device="cpu", generator=gen)
     z_clean = z_clean if data.draw(st.booleans()) else None
-    _check_against_reference(logits, z_mix, z_clean, labels, draw, cfg)
+    _check_against_reference(backend, logits, z_mix, z_clean, labels, draw, cfg)

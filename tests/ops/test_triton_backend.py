@@ -1,5 +1,7 @@
 """The Triton backend in the registry and in `fused_sem_step`, eager and under
-``torch.compile(fullgraph=True)`` (on CPU through Triton's interpreter, see ``tests/conftest.py``)."""
+``torch.compile(fullgraph=True)`` (on CPU through Triton's interpreter, see the root
+``conftest.py``), and its int64 indexing path. Its ops against the reference: ``test_mix.py`` and
+``test_sem_loss.py``, shared with the other backends."""
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from sem_fast import SEMConfig, available_backends, fused_sem_step, sample_draw
 from sem_fast.backends import get_backend
 from sem_fast.data import load_bundled
 from sem_fast.sampling import sample_augment
+from tests.ops.cases import images, switch_draw, to_device
 from tests.utils import TinyNet, assert_close, set_seed
 
 IMAGES, LABELS = (t[:6] for t in load_bundled("train"))
@@ -81,3 +84,23 @@ def test_compiled_step_has_no_graph_break_matches_eager_and_turns_bad_labels_int
     ):
         assert_close(got, expected, **TOL32)
     assert step(compiled_model, IMAGES, LABELS + 10, cfg, draw=draw, augment=augment).loss.isnan()
+
+
+def test_mix_with_int64_offsets_gives_the_same_result(monkeypatch):
+    """Batches past 2**31 elements index in int64; force that path on a small batch."""
+    gen = torch.Generator().manual_seed(8)
+    cfg = SEMConfig(crop_padding=2, padding_mode="reflect", hflip=True)
+    x = images("float_strided", 3, 3, 7, 9, torch.float32, gen)
+    draw, augment = switch_draw(3, 7, 9, gen), sample_augment(3, cfg, device="cpu", generator=gen)
+    x, draw, augment = to_device("cuda" if torch.cuda.is_available() else "cpu", x, draw, augment)
+    x.requires_grad_(True)
+
+    def run():
+        clean, mixed = fast_mix.mix_images(x, draw, cfg, augment=augment)
+        return clean, mixed, torch.autograd.grad((clean * 2).sum() + (mixed * mixed).sum(), x)[0]
+
+    expected = run()
+    monkeypatch.setattr(fast_mix, "_INT32_SPAN", 1)
+    assert fast_mix._needs_int64(x)
+    for got, exp in zip(run(), expected):
+        assert torch.equal(got, exp)

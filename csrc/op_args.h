@@ -109,7 +109,7 @@ inline MixForward prepare_mix_forward(const at::Tensor& images, const at::Tensor
   if (from_uint8) {
     TORCH_CHECK(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std.size()) == C, "images have ", C,
                 " channels but mean/std have ", mean.size(), "/", std.size(), " values");
-    TORCH_CHECK(C <= kMaxNormChannels, "uint8 images may have at most ", kMaxNormChannels, " channels, got ", C);
+    TORCH_CHECK_VALUE(C <= kMaxNormChannels, "uint8 images may have at most ", kMaxNormChannels, " channels, got ", C);
     for (int64_t c = 0; c < C; ++c) {
       p.mean[c] = static_cast<float>(mean[c]);
       p.std[c] = static_cast<float>(std[c]);

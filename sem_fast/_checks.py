@@ -91,6 +91,31 @@ def check_labels(labels: object, batch_size: int, device: torch.device, num_clas
             raise ValueError(f"labels must lie in [0, {num_classes}) (the number of logits), found {bad}")
 
 
+#: Per-sample trailing shape and dtype of every field of a `MixDraw` and an `AugmentDraw`.
+_FIELDS: dict[str, tuple[tuple[int, ...], torch.dtype]] = {
+    "perm": ((), torch.int64),
+    "lam": ((), torch.float32),
+    "box": ((4,), torch.int32),
+    "is_cutmix": ((), torch.bool),
+    "offset": ((2,), torch.int32),
+    "flip": ((), torch.bool),
+}
+
+
+def check_fields(owner: str, fields: dict[str, object], batch_size: int, device: torch.device) -> None:
+    """Type, dtype, shape ``(batch_size, ...)`` and device of draw fields, e.g. ``{"perm": t}``
+    of ``owner`` ``'draw'``; reads no values (no sync), so the ops can run it on every call."""
+    for field, value in fields.items():
+        tail, dtype = _FIELDS[field]
+        shape = (batch_size, *tail)
+        t = check_tensor(f"{owner}.{field}", value)
+        if t.dtype != dtype:
+            raise TypeError(f"{owner}.{field} must be {dtype}, got {t.dtype}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{owner}.{field} must have shape {shape} for a batch of {batch_size}, got {tuple(t.shape)}")
+        check_same_device(f"{owner}.{field}", t, device, "the data")
+
+
 def check_draw(
     draw: object, batch_size: int, device: torch.device, image_size: tuple[int, int] | None = None
 ) -> None:
@@ -103,19 +128,7 @@ def check_draw(
 
     if not isinstance(draw, MixDraw):
         raise TypeError(f"draw must be a MixDraw, got {type(draw).__name__}")
-    specs = {
-        "perm": ((batch_size,), (torch.int64,)),
-        "lam": ((batch_size,), (torch.float32,)),
-        "box": ((batch_size, 4), (torch.int32,)),
-        "is_cutmix": ((batch_size,), (torch.bool,)),
-    }
-    for field, (shape, dtypes) in specs.items():
-        t = check_tensor(f"draw.{field}", getattr(draw, field))
-        if t.dtype not in dtypes:
-            raise TypeError(f"draw.{field} must be {dtypes[0]}, got {t.dtype}")
-        if tuple(t.shape) != shape:
-            raise ValueError(f"draw.{field} must have shape {shape} for a batch of {batch_size}, got {tuple(t.shape)}")
-        check_same_device(f"draw.{field}", t, device, "the data")
+    check_fields("draw", draw._asdict(), batch_size, device)
     if not values_inspectable(draw.perm):
         return
     if not torch.equal(torch.sort(draw.perm).values, torch.arange(batch_size, device=device)):
@@ -160,13 +173,7 @@ def check_augment(augment: object, batch_size: int, device: torch.device, image_
 
     if not isinstance(augment, AugmentDraw):
         raise TypeError(f"augment must be an AugmentDraw or None, got {type(augment).__name__}")
-    for field, shape, dtype in (("offset", (batch_size, 2), torch.int32), ("flip", (batch_size,), torch.bool)):
-        t = check_tensor(f"augment.{field}", getattr(augment, field))
-        if t.dtype != dtype:
-            raise TypeError(f"augment.{field} must be {dtype}, got {t.dtype}")
-        if tuple(t.shape) != shape:
-            raise ValueError(f"augment.{field} must have shape {shape} for a batch of {batch_size}, got {tuple(t.shape)}")
-        check_same_device(f"augment.{field}", t, device, "the images")
+    check_fields("augment", augment._asdict(), batch_size, device)
     check_padding(cfg, image_size)
     p = cfg.crop_padding
     if values_inspectable(augment.offset) and not bool(((augment.offset >= 0) & (augment.offset <= 2 * p)).all()):

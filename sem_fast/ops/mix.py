@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sem_fast._checks import check_mix_args
+from sem_fast._checks import check_fields, check_images, check_mix_args
 from sem_fast.config import SEMConfig
 from sem_fast.ops._utils import (
     INTERPRETER_TILE,
@@ -446,7 +446,18 @@ def _mix_images_op(
     channels_last: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x_clean, x_mix)`` of `mix_images`; ``x_mix`` is an empty tensor when ``mixes`` is
-    False (an op output may not alias another, so the wrapper returns ``x_clean`` twice)."""
+    False (an op output may not alias another, so the wrapper returns ``x_clean`` twice).
+
+    Called directly (``torch.ops.sem_fast.mix_images``) it checks every tensor's metadata
+    (no values: no sync), so no argument can make the kernel read out of bounds."""
+    B, C, _, _ = check_images(images)
+    check_fields("draw", {"perm": perm, "lam": lam, "box": box, "is_cutmix": is_cutmix}, B, images.device)
+    if (offset is None) != (flip is None):
+        raise ValueError("offset and flip must be given together (an AugmentDraw) or both be None")
+    if offset is not None:
+        check_fields("augment", {"offset": offset, "flip": flip}, B, images.device)
+    if images.dtype == torch.uint8 and not len(mean) == len(std) == C:
+        raise ValueError(f"mean and std must have one value per channel ({C}), got {len(mean)} and {len(std)}")
     return _launch_forward(
         images, perm, lam, box, is_cutmix, offset, flip, tuple(mean), tuple(std),
         crop_padding, reflect, mixes, out_dtype, channels_last,

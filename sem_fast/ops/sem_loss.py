@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sem_fast._checks import check_loss_args
+from sem_fast._checks import check_features, check_fields, check_labels, check_loss_args, check_tensor
 from sem_fast.config import SEMConfig
 from sem_fast.ops._utils import (
     INTERPRETER_TILE,
@@ -383,7 +383,16 @@ def _sem_loss_op(
     grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, ce, sem, dce/dlogits (B, K), dsem/dz_mix (B, D))``, the last two fp32 and
-    saved for the backward (empty tensors when ``grad`` is False or without ``z_clean``)."""
+    saved for the backward (empty tensors when ``grad`` is False or without ``z_clean``).
+
+    Called directly (``torch.ops.sem_fast.sem_loss``) it checks every tensor's metadata (no
+    values: no sync), so no argument can make the kernel read out of bounds."""
+    if check_tensor("labels", labels).dim() != 1:
+        raise ValueError(f"labels must have shape (B,), got {tuple(labels.shape)}")
+    B = labels.shape[0]
+    check_labels(labels, B, labels.device, num_classes=None)
+    check_features(logits, z_mix, z_clean, B, labels.device)
+    check_fields("draw", {"perm": perm, "lam": lam}, B, labels.device)
     return _launch_forward(logits, z_mix, z_clean, labels, perm, lam, gamma, label_smoothing, sem_mean, grad)
 
 

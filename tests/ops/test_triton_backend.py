@@ -104,3 +104,48 @@ def test_mix_with_int64_offsets_gives_the_same_result(monkeypatch):
     assert fast_mix._needs_int64(x)
     for got, exp in zip(run(), expected):
         assert torch.equal(got, exp)
+
+
+@pytest.mark.parametrize(
+    "field, value, error, message",
+    [
+        ("perm", torch.arange(4, dtype=torch.int32), TypeError, "draw.perm must be torch.int64"),
+        ("lam", torch.ones(2), ValueError, r"draw.lam must have shape \(4,\)"),
+        ("box", torch.zeros(4, 3, dtype=torch.int32), ValueError, r"draw.box must have shape \(4, 4\)"),
+        ("flip", None, ValueError, "offset and flip must be given together"),
+        ("offset", torch.zeros(4, 2, dtype=torch.int64), TypeError, "augment.offset must be torch.int32"),
+        ("mean", [0.5], ValueError, r"mean and std must have one value per channel \(3\)"),
+    ],
+)
+def test_raw_mix_op_checks_metadata_instead_of_reading_out_of_bounds(field, value, error, message):
+    cfg = SEMConfig(crop_padding=2, hflip=True)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 5, 6, 3), dtype=torch.uint8, generator=g)
+    draw = sample_draw(4, 5, 6, cfg, device="cpu", generator=g)
+    aug = sample_augment(4, cfg, device="cpu", generator=g)
+    args = dict(images=images, perm=draw.perm, lam=draw.lam, box=draw.box, is_cutmix=draw.is_cutmix,
+                offset=aug.offset, flip=aug.flip, mean=list(cfg.mean), std=list(cfg.std), crop_padding=2,
+                reflect=False, mixes=True, out_dtype=torch.float32, channels_last=True)  # fmt: skip
+    args[field] = value
+    with pytest.raises(error, match=message):
+        torch.ops.sem_fast.mix_images(*args.values())
+
+
+@pytest.mark.parametrize(
+    "field, value, error, message",
+    [
+        ("labels", torch.zeros(4, 1, dtype=torch.int64), ValueError, r"labels must have shape \(B,\)"),
+        ("labels", torch.zeros(4), TypeError, "labels must be int64 or int32"),
+        ("z_mix", torch.zeros(3, 5), ValueError, r"z_mix must have shape \(4, N\)"),
+        ("z_clean", torch.zeros(4, 6), ValueError, "z_clean must have the shape of z_mix"),
+        ("perm", torch.arange(3), ValueError, r"draw.perm must have shape \(4,\)"),
+        ("lam", torch.ones(4, dtype=torch.float64), TypeError, "draw.lam must be torch.float32"),
+    ],
+)
+def test_raw_loss_op_checks_metadata_instead_of_reading_out_of_bounds(field, value, error, message):
+    args = dict(logits=torch.zeros(4, 10), z_mix=torch.zeros(4, 5), z_clean=torch.zeros(4, 5),
+                labels=torch.zeros(4, dtype=torch.int64), perm=torch.arange(4), lam=torch.ones(4),
+                gamma=1.0, label_smoothing=0.0, sem_mean=True, detach_target=True, grad=False)  # fmt: skip
+    args[field] = value
+    with pytest.raises(error, match=message):
+        torch.ops.sem_fast.sem_loss(*args.values())

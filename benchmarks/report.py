@@ -99,6 +99,9 @@ def target_ratios(rows: list[Row]) -> list[str]:
 
 def section(report: dict, command: str) -> str:
     m = report["machine_info"]
+    ratios = target_ratios(load_rows(report))
+    if ratios and not m.get("cuda_device"):
+        ratios.insert(1, "The targets are stated for GPUs; on a CPU the ratios are shown for reference only.\n")
     device = m.get("cuda_device") or f"CPU: {m.get('cpu', {}).get('brand_raw', 'unknown')} ({m.get('cpu', {}).get('count', '?')} cores)"
     commit = report.get("commit_info", {})
     lines = [
@@ -109,7 +112,7 @@ def section(report: dict, command: str) -> str:
         f"- torch {m.get('torch')}, triton {m.get('triton')}, Python {m.get('python')}",
         f"- command: `{command}`",
         format_table(load_rows(report)),
-        *target_ratios(load_rows(report)),
+        *ratios,
         "",
     ]
     return "\n".join(lines)

@@ -54,6 +54,32 @@ _PER_THREAD = 4
 
 
 @triton.jit
+def _program_elements(C, H, W, CHANNELS_LAST: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+    """The ``BLOCK`` elements of one sample this program covers (grid ``B * cdiv(C*H*W, BLOCK)``):
+    ``(sample, element index e in the sample's NHWC/NCHW order, valid, c, i, j)``, with
+    ``c, i, j`` in int64 when ``INT64``."""
+    pid = tl.program_id(0)
+    per_sample = C * H * W
+    blocks = tl.cdiv(per_sample, BLOCK)
+    b = pid // blocks
+    e = (pid % blocks) * BLOCK + tl.arange(0, BLOCK)
+    valid = e < per_sample
+    if CHANNELS_LAST:
+        c = e % C
+        j = (e // C) % W
+        i = e // (C * W)
+    else:
+        j = e % W
+        i = (e // W) % H
+        c = e // (H * W)
+    if INT64:
+        c = c.to(tl.int64)
+        i = i.to(tl.int64)
+        j = j.to(tl.int64)
+    return b, e, valid, c, i, j
+
+
+@triton.jit
 def _padded_source(k, shift, P, N, REFLECT: tl.constexpr):
     """Source index along one axis of output index ``k`` cropped at ``shift`` from the input
     padded by ``P`` (size ``N``): ``(index, inside)``; ``inside`` is False where the padded
@@ -115,24 +141,8 @@ def _mix_forward_kernel(
     INT64: compute element offsets in int64 (some offset reaches 2**31).
     Grid: ``B * cdiv(C*H*W, BLOCK)`` programs; program ``pid`` covers sample ``pid // blocks``.
     """
-    pid = tl.program_id(0)
+    b, e, valid, c, i, j = _program_elements(C, H, W, CHANNELS_LAST, INT64, BLOCK)
     per_sample = C * H * W
-    blocks = tl.cdiv(per_sample, BLOCK)
-    b = pid // blocks
-    e = (pid % blocks) * BLOCK + tl.arange(0, BLOCK)
-    valid = e < per_sample
-    if CHANNELS_LAST:
-        c = e % C
-        j = (e // C) % W
-        i = e // (C * W)
-    else:
-        j = e % W
-        i = (e // W) % H
-        c = e // (H * W)
-    if INT64:
-        c = c.to(tl.int64)
-        i = i.to(tl.int64)
-        j = j.to(tl.int64)
     b64 = b.to(tl.int64)
 
     dy = 0
@@ -237,24 +247,8 @@ def _mix_backward_kernel(
     with reflect padding); their gradients are summed (a gather, no atomics).
     Grid: ``B * cdiv(C*H*W, BLOCK)`` programs.
     """
-    pid = tl.program_id(0)
+    k, e, valid, c, r, col = _program_elements(C, H, W, CHANNELS_LAST, INT64, BLOCK)
     per_sample = C * H * W
-    blocks = tl.cdiv(per_sample, BLOCK)
-    k = pid // blocks
-    e = (pid % blocks) * BLOCK + tl.arange(0, BLOCK)
-    valid = e < per_sample
-    if CHANNELS_LAST:
-        c = e % C
-        col = (e // C) % W
-        r = e // (C * W)
-    else:
-        col = e % W
-        r = (e // W) % H
-        c = e // (H * W)
-    if INT64:
-        c = c.to(tl.int64)
-        r = r.to(tl.int64)
-        col = col.to(tl.int64)
     k64 = k.to(tl.int64)
 
     lam_k = tl.load(lam_ptr + k)

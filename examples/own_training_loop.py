@@ -17,9 +17,10 @@ import torch
 import torchvision
 from torch import nn
 
-from sem_fast import SEMConfig, fused_sem_step
+from sem_fast import SEMConfig, fused_sem_step, sample_draw
 from sem_fast.data import load_bundled
 from sem_fast.models import split
+from sem_fast.sampling import sample_augment
 
 
 def cifar_resnet18(num_classes: int = 10) -> nn.Module:
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> float:
     model = split(cifar_resnet18()).to(device, memory_format=torch.channels_last)
     cfg = SEMConfig(mix="mixup", alpha=1.0, gamma=args.gamma, crop_padding=4, hflip=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    step = torch.compile(fused_sem_step) if on_cuda else fused_sem_step
+    # The draws are sampled outside the compiled step: a generator inside it would break the graph.
+    step = torch.compile(fused_sem_step, fullgraph=True) if on_cuda else fused_sem_step
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
     generator = torch.Generator(device=device).manual_seed(0)
 
@@ -53,8 +55,10 @@ def main(argv: list[str] | None = None) -> float:
     start = time.perf_counter()
     for i in range(args.steps):
         idx = torch.randint(0, len(images), (args.batch_size,), device=device, generator=generator)
+        draw = sample_draw(args.batch_size, 32, 32, cfg, device=device, generator=generator)
+        augment = sample_augment(args.batch_size, cfg, device=device, generator=generator)
         with autocast:
-            out = step(model, images[idx], labels[idx], cfg, generator=generator)
+            out = step(model, images[idx], labels[idx], cfg, draw=draw, augment=augment)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()

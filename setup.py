@@ -89,7 +89,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["sem_fast", "sem_fast.*"]),
     package_data={"sem_fast.data": ["bundled/*.npz.xz", "bundled/*.md"]},
-    entry_points={"console_scripts": ["sem-fast=sem_fast.train.cli:main"]},
+    entry_points={"console_scripts": ["sem-fast=sem_fast.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.11,<2.16", "numpy"],

@@ -1,7 +1,7 @@
 """Trials per GPU-hour of a sweep: one trial after another vs several packed on the device.
 
 A sweep of ``TRIALS`` short trials (the same configuration, seeds 0..TRIALS-1) runs into a fresh
-directory per round, through `sem_fast.train.sweep.run_sweep`:
+directory per round, through `sem_fast.sweep.run_sweep`:
 
 - ``sequential``: ``--parallel 1``, the trials one after another in this process;
 - ``1 process at a time``: one ``sem-fast train`` subprocess after another (separates the cost
@@ -37,10 +37,10 @@ import pytest
 import torch
 
 from benchmarks.harness import ROWS, Row, device, device_name
-from sem_fast.train.sweep import parse_spec, run_sweep
-from sem_fast.train.sweep.local import TrialOutcomes, run_parallel
-from sem_fast.train.sweep.runner import SweepReport, plan
-from sem_fast.train.sweep.spec import expand
+from sem_fast.sweep import parse_spec, run_sweep
+from sem_fast.sweep.local import TrialOutcomes, run_parallel
+from sem_fast.sweep.runner import SweepReport, plan
+from sem_fast.sweep.spec import expand
 
 DEV = device()
 ON_CUDA = DEV.type == "cuda"

@@ -1,4 +1,4 @@
-"""CIFAR readers: torchvision's on-disk layout, the xz-compressed npz arrays, CIFAR-10.1.
+"""CIFAR readers: torchvision's on-disk layout, the xz-compressed npz arrays, CIFAR-10.1, CIFAR-10.2.
 
 Every reader returns an `ArrayDataset` (uint8 ``(N, 32, 32, 3)`` NHWC RGB, int64 labels) and reads
 only local files: a missing file raises `DatasetNotFoundError` listing the files expected under
@@ -172,3 +172,27 @@ def read_cifar10_1(root: str | Path, split: str = "test", version: str = "v6") -
         raise DatasetFormatError(root / names[1], f"expected {x.shape[0]} integer labels, got {y.dtype} {y.shape}")
     return ArrayDataset(f"cifar10.1-{version}", torch.from_numpy(np.ascontiguousarray(x)),
                         torch.from_numpy(y.astype(np.int64)), 10)
+
+
+#: CIFAR-10.2 (Lu et al. 2020) as published: one archive holding the test set.
+CIFAR10_2_FILE = "cifar102_test.npz"
+
+
+def read_cifar10_2(root: str | Path, split: str = "test") -> ArrayDataset:
+    """CIFAR-10.2 (test only): ``root/cifar102_test.npz`` with ``images`` uint8 ``(N, 32, 32, 3)``
+    and ``labels`` ``(N,)``, as published (2,000 images)."""
+    _split_check("cifar10.2", split, ("test",))
+    path = Path(root) / CIFAR10_2_FILE
+    if not path.is_file():
+        raise DatasetNotFoundError("cifar10.2", root, [CIFAR10_2_FILE])
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (KeyError, ValueError, OSError, EOFError) as err:
+        raise DatasetFormatError(path, f"expected an .npz with arrays 'images' and 'labels': {err}") from err
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise DatasetFormatError(path, f"'images' must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetFormatError(path, f"'labels' must hold {images.shape[0]} integers, got {labels.dtype} {labels.shape}")
+    return ArrayDataset("cifar10.2-test", torch.from_numpy(np.ascontiguousarray(images)),
+                        torch.from_numpy(labels.astype(np.int64)), 10)  # fmt: skip

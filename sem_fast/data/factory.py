@@ -19,6 +19,7 @@ Datasets (``name``: files under ``root``; splits):
 - ``cifar10-bundled``: the 3,000/1,000-image CIFAR-10 subset shipped in the package (``root`` is
   ignored, may be None); train, test.
 - ``cifar10.1``: ``root/cifar10.1_v6_data.npy`` + ``_labels.npy``; test.
+- ``cifar10.2``: ``root/cifar102_test.npz``; test.
 - ``svhn``: ``root/{train,test,extra}_32x32.mat``; train, test, extra.
 - ``imagefolder``: ``root/<split>/<class>/*.{jpg,jpeg,png}``; any split folder.
 - ``tiny-imagenet``: ``root/tiny-imagenet-200/`` as published; train, val.
@@ -53,7 +54,7 @@ from typing import Literal
 import torch
 
 from sem_fast.data.bundled import load_bundled
-from sem_fast.data.cifar import read_cifar10_1, read_cifar10_npz, read_cifar_torchvision
+from sem_fast.data.cifar import read_cifar10_1, read_cifar10_2, read_cifar10_npz, read_cifar_torchvision
 from sem_fast.data.cpu import HostArrayLoader, HostFileLoader, check_threads
 from sem_fast.data.dali import DEFAULT_PREFETCH, DaliArrayLoader, DaliFileLoader, dali_available
 from sem_fast.data.datasets import ArrayDataset, FileDataset
@@ -62,8 +63,8 @@ from sem_fast.data.loader import Loader, resolve_device
 from sem_fast.data.resident import ResidentLoader
 from sem_fast.data.svhn import read_svhn
 
-Backend = Literal["auto", "dali", "resident", "cpu"]
-BACKENDS = ("auto", "dali", "resident", "cpu")
+LoaderBackend = Literal["auto", "dali", "resident", "cpu"]
+LOADER_BACKENDS = ("auto", "dali", "resident", "cpu")
 
 
 def _bundled(root: object, split: str) -> ArrayDataset:
@@ -87,6 +88,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar10-npz": DatasetSpec(read_cifar10_npz, ("train", "test")),
     "cifar10-bundled": DatasetSpec(_bundled, ("train", "test"), needs_root=False),
     "cifar10.1": DatasetSpec(read_cifar10_1, ("test",)),
+    "cifar10.2": DatasetSpec(read_cifar10_2, ("test",)),
     "svhn": DatasetSpec(read_svhn, ("train", "test", "extra")),
     "imagefolder": DatasetSpec(list_image_folder, None),
     "tiny-imagenet": DatasetSpec(list_tiny_imagenet, ("train", "val")),
@@ -117,7 +119,7 @@ def make_loader(
     split: str,
     batch_size: int,
     device: str | torch.device,
-    backend: Backend = "auto",
+    backend: LoaderBackend = "auto",
     *,
     shuffle: bool | None = None,
     seed: int = 0,
@@ -131,8 +133,8 @@ def make_loader(
 ) -> Loader:
     """A `Loader` over split ``split`` of dataset ``name`` yielding ``(images (b, H, W, C) uint8,
     labels (b,) int64)`` on ``device``; arguments as in the module docstring."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in LOADER_BACKENDS:
+        raise ValueError(f"backend must be one of {LOADER_BACKENDS}, got {backend!r}")
     check_image_options(image_size, augment)
     check_threads(num_threads)
     device = resolve_device(device)
@@ -148,7 +150,7 @@ def loader_from_dataset(
     dataset: ArrayDataset | FileDataset,
     batch_size: int,
     device: str | torch.device,
-    backend: Backend = "auto",
+    backend: LoaderBackend = "auto",
     *,
     shuffle: bool,
     seed: int = 0,
@@ -164,8 +166,8 @@ def loader_from_dataset(
     if not isinstance(dataset, (ArrayDataset, FileDataset)):
         raise TypeError(f"dataset must be an ArrayDataset or FileDataset (see load_dataset), "
                         f"got {type(dataset).__name__}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in LOADER_BACKENDS:
+        raise ValueError(f"backend must be one of {LOADER_BACKENDS}, got {backend!r}")
     check_image_options(image_size, augment)
     device = resolve_device(device)
     is_files = isinstance(dataset, FileDataset)

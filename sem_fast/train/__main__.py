@@ -1,7 +1,8 @@
-"""``python -m sem_fast.train ...``: the ``sem-fast`` command without the console script."""
+"""``python -m sem_fast.train ...`` (as in ``torchrun -m sem_fast.train train ...``): the ``sem-fast``
+command, the same as ``python -m sem_fast``."""
 
 import sys
 
-from sem_fast.train.cli import main
+from sem_fast.cli import main
 
 sys.exit(main())

@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from sem_fast.train.run_files import CHECKPOINT_NAME
+
+#: Format tag stored in every checkpoint: the trainer's package and the format's version.
 FORMAT = "sem_fast.train/1"
-CHECKPOINT_NAME = "checkpoint.pt"
 _KEYS = ("format", "config", "epoch", "step", "history", "model", "optimizer", "scheduler", "scaler",
          "train_loader", "rng")  # fmt: skip
 

@@ -11,13 +11,17 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sem_fast.config import SEMConfig
-from sem_fast.train.datasets import TRAIN_SETS, TrainSet
+from sem_fast.data import LOADER_BACKENDS
+from sem_fast.train.train_sets import TRAIN_SETS, TrainSet
 
 MODELS = ("prn18", "wrn")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 MIXES = ("mixup", "cutmix", "switch", "none")
-LOADERS = ("auto", "resident", "dali", "cpu")
+#: Fields that may differ between a run and its resumption (they do not change the numbers:
+#: the run directory, the data folder's location, the progress line and compilation). A sweep
+#: leaves them out of a trial's identity.
+RESUMABLE_CHANGES = ("progress", "compile", "out", "data_root")
 
 
 def _help(text: str, choices: tuple[str, ...] = ()) -> dict[str, object]:
@@ -41,7 +45,7 @@ class TrainConfig:
     # Data.
     dataset: str = field(default="c10", metadata=_help("training set (see the README)", tuple(TRAIN_SETS)))
     data_root: str = field(default="data", metadata=_help("folder holding the datasets (no downloads)"))
-    loader: str = field(default="auto", metadata=_help("loader backend (sem_fast.data.make_loader)", LOADERS))
+    loader: str = field(default="auto", metadata=_help("loader backend (sem_fast.data.make_loader)", LOADER_BACKENDS))
     classes: tuple[int, ...] = field(
         default=(), metadata=_help("train on these classes only, e.g. 0,1,2,3,4,5 (the rest become OOD); empty: all")
     )

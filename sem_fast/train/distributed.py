@@ -1,5 +1,5 @@
 """Data-parallel training across processes (``torchrun``): which rank this is, the process group,
-the DDP-wrapped step, and the few collectives the loop needs.
+the DDP-wrapped step module, and the few collectives the loop needs.
 
 A run is distributed when ``WORLD_SIZE > 1`` in the environment (``torchrun`` sets it, with
 ``RANK`` and ``LOCAL_RANK``), or when the caller has already initialized a process group of
@@ -113,8 +113,9 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def wrap_step(step: nn.Module, ranks: Ranks) -> nn.Module:
-    """``step`` (a module whose one ``forward`` runs the whole SEM step) in DDP when distributed.
+def wrap_step_module(step_module: nn.Module, ranks: Ranks) -> nn.Module:
+    """``step_module`` (a module whose one ``forward`` runs the whole SEM step, the loop's
+    `StepModule`) in DDP when distributed.
 
     The SEM step calls ``model.encode`` twice and ``model.classify`` once, never
     ``model.forward``; DDP prepares its gradient all-reduce in ``forward``, so the module it wraps
@@ -124,8 +125,8 @@ def wrap_step(step: nn.Module, ranks: Ranks) -> nn.Module:
     updates them with its own batch; rank 0's are the ones saved).
     """
     if not ranks.distributed:
-        return step
-    return DistributedDataParallel(step)
+        return step_module
+    return DistributedDataParallel(step_module)
 
 
 def mean_over_ranks(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:

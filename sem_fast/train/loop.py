@@ -20,16 +20,8 @@ import sem_fast
 from sem_fast import SEMConfig, StepOutput, fused_sem_step, sample_draw
 from sem_fast.sampling import AugmentDraw, MixDraw, sample_augment
 from sem_fast.train.build import autocast_dtype, build_model, build_optimizer, build_scheduler, pick_device
-from sem_fast.train.checkpoint import (
-    CHECKPOINT_NAME,
-    FORMAT,
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
-from sem_fast.train.config import TrainConfig
-from sem_fast.train.datasets import open_loader
+from sem_fast.train.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from sem_fast.train.config import RESUMABLE_CHANGES, TrainConfig
 from sem_fast.train.distributed import (
     Ranks,
     barrier,
@@ -39,28 +31,28 @@ from sem_fast.train.distributed import (
     mean_over_ranks,
     rank_device,
     ranks_from_environment,
-    wrap_step,
+    wrap_step_module,
 )
 from sem_fast.train.inference import predict
 from sem_fast.train.metrics_log import MetricsLog, json_safe
 from sem_fast.train.progress import ProgressLine
+from sem_fast.train.run_files import CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_NAME
+from sem_fast.train.train_sets import open_loader
 
 #: Seconds between host reads of the running statistics (progress line and non-finite check);
 #: on CUDA each read is a sync, so reading at most twice a second keeps the GPU queue full.
 SYNC_INTERVAL_S = 0.5
-#: Fields that may differ between a run and its resumption (they do not change the numbers:
-#: the run directory, the data folder's location, the progress line and compilation).
-RESUMABLE_CHANGES = ("progress", "compile", "out", "data_root")
 #: Batch size of the per-epoch test evaluation (no gradients are kept, so it can be a few times
 #: the training batch; 500 divides the CIFAR test sets).
 EVAL_BATCH_SIZE = 500
 
-StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+#: ``(step_module, images, labels, cfg, draw, augment) -> (loss, ce, sem, hits)``, see `make_batch_forward`.
+BatchForward = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-class SemStep(nn.Module):
+class StepModule(nn.Module):
     """`fused_sem_step` of ``model`` as one module call, the unit DDP wraps (see
-    `sem_fast.train.distributed.wrap_step`): ``(images, labels, cfg, draw, augment) -> StepOutput``."""
+    `sem_fast.train.distributed.wrap_step_module`): ``(images, labels, cfg, draw, augment) -> StepOutput``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -84,17 +76,17 @@ class NonFiniteLossError(RuntimeError):
         )
 
 
-def make_step(amp_dtype: torch.dtype | None, compile_step: bool) -> StepFn:
-    """The per-batch forward: ``(step, images, labels, cfg, draw, augment) -> (loss, ce, sem, hits)``,
-    ``step`` a `SemStep` (or its DDP wrapper).
+def make_batch_forward(amp_dtype: torch.dtype | None, compile_forward: bool) -> BatchForward:
+    """The per-batch forward: ``(step_module, images, labels, cfg, draw, augment) -> (loss, ce, sem,
+    hits)``, ``step_module`` a `StepModule` (or its DDP wrapper), compiled when ``compile_forward``.
 
     ``hits`` is the lambda-weighted count of mixed samples whose prediction is their own label
     (weight ``lam``) or their partner's (``1 - lam``). The mixing draws are sampled outside, so the
     compiled graph holds no generator and traces without graph breaks.
     """
 
-    def step(
-        sem_step: nn.Module,
+    def batch_forward(
+        step_module: nn.Module,
         images: torch.Tensor,
         labels: torch.Tensor,
         cfg: SEMConfig,
@@ -103,12 +95,12 @@ def make_step(amp_dtype: torch.dtype | None, compile_step: bool) -> StepFn:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         device_type = images.device.type
         with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            out = sem_step(images, labels, cfg, draw, augment)
+            out = step_module(images, labels, cfg, draw, augment)
         pred = out.logits.argmax(1)
         hits = draw.lam * (pred == labels) + (1.0 - draw.lam) * (pred == labels[draw.perm])
         return out.loss, out.ce, out.sem, hits.sum()
 
-    return torch.compile(step) if compile_step else step
+    return torch.compile(batch_forward) if compile_forward else batch_forward
 
 
 class _Run:
@@ -136,12 +128,12 @@ class _Run:
         self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.generator = torch.Generator(device=self.device).manual_seed(generator_seed(config.seed, ranks))
-        self.epoch, self.step, self.history = 0, 0, []
+        self.epoch, self.optimizer_steps, self.history = 0, 0, []
         if checkpoint is not None:
             self._load(checkpoint)
-        self.sem_step = wrap_step(SemStep(self.model), ranks)
-        compile_step = config.compile if config.compile is not None else self.device.type == "cuda"
-        self.step_fn = make_step(self.amp_dtype, compile_step)
+        self.step_module = wrap_step_module(StepModule(self.model), ranks)
+        compile_forward = config.compile if config.compile is not None else self.device.type == "cuda"
+        self.batch_forward = make_batch_forward(self.amp_dtype, compile_forward)
 
     def _check_resume(self, resume: bool) -> dict[str, Any] | None:
         if not resume:
@@ -175,7 +167,7 @@ class _Run:
         restore_rng(checkpoint["rng"], self.generator)
         if self.ranks.distributed:
             self.generator.set_state(checkpoint["rank_generators"][self.ranks.rank])
-        self.epoch, self.step, self.history = checkpoint["epoch"], checkpoint["step"], checkpoint["history"]
+        self.epoch, self.optimizer_steps, self.history = checkpoint["epoch"], checkpoint["step"], checkpoint["history"]
 
     def save(self) -> None:
         """Write the checkpoint (rank 0; every rank must call it: the ranks' generators are gathered)."""
@@ -183,7 +175,7 @@ class _Run:
         if not self.ranks.is_main:
             return
         state = {
-            "format": FORMAT, "config": self.config.to_dict(), "epoch": self.epoch, "step": self.step,
+            "format": FORMAT, "config": self.config.to_dict(), "epoch": self.epoch, "step": self.optimizer_steps,
             "history": self.history, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "train_loader": self.train_loader.state_dict(), "rng": capture_rng(self.generator),
@@ -208,14 +200,14 @@ class _Run:
             B, H, W = images.shape[:3]
             draw = sample_draw(B, H, W, cfg, device=device, generator=self.generator)
             augment = sample_augment(B, cfg, device=device, generator=self.generator) if cfg.augments else None
-            loss, ce, sem, hits = self.step_fn(self.sem_step, images, labels, cfg, draw, augment)
+            loss, ce, sem, hits = self.batch_forward(self.step_module, images, labels, cfg, draw, augment)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]  # the step's lr, before the schedule moves on
             self.scheduler.step()
-            self.step += 1
+            self.optimizer_steps += 1
             images_seen += B
             values = torch.stack([loss, ce, sem]).detach().float()
             sums += torch.cat([values, hits.detach().float().view(1)])
@@ -297,7 +289,7 @@ def train(
     barrier(ranks)  # the other ranks look for a checkpoint once rank 0 has removed it
     run = _Run(config, ranks, device, resume)
     if ranks.is_main and not resume:
-        (run.dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (run.dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     log = MetricsLog(run.dir, run.history) if ranks.is_main else None
     progress = ProgressLine(config.epochs, run.steps_per_epoch, stream=stream,
                             enabled=config.progress and ranks.is_main)  # fmt: skip
@@ -317,7 +309,7 @@ def train(
             suffix = "" if test_acc is None else f"test acc {test_acc:.2f}%"
             progress.finish_epoch(run.steps_per_epoch, images, train_time, shown, suffix=suffix)
             record = {
-                "epoch": run.epoch + 1, "step": run.step,
+                "epoch": run.epoch + 1, "step": run.optimizer_steps,
                 "mix": config.mix if config.mixing_epoch(run.epoch) else "none", "lr": stats["lr"],
                 "train_loss": stats["loss"], "train_ce": stats["ce"], "train_sem": stats["sem"],
                 "train_acc": stats["train_acc"], "test_loss": test_loss, "test_acc": test_acc,
@@ -335,7 +327,7 @@ def train(
             log.close()
     summary = _summary(run)
     if ranks.is_main:
-        (run.dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+        (run.dir / SUMMARY_NAME).write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     return summary
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sem_fast.data import DatasetFormatError, DatasetNotFoundError, make_loader
-from sem_fast.data.cifar import read_cifar10_1, read_cifar10_npz, read_cifar_torchvision, read_npz_xz
+from sem_fast.data.cifar import read_cifar10_1, read_cifar10_2, read_cifar10_npz, read_cifar_torchvision, read_npz_xz
 from tests.utils import shared_data_dir
 
 PER_BATCH = 3  # images per pickled batch in the fake torchvision layout (real: 10,000)
@@ -151,6 +151,27 @@ def test_cifar10_1_truncated_or_mismatched_files_raise(tmp_path):
         read_cifar10_1(tmp_path, version="v4")
     with pytest.raises(DatasetNotFoundError, match="cifar10.1_v6_labels.npy"):
         read_cifar10_1(tmp_path)
+
+
+def test_cifar10_2_reads_the_published_npz(tmp_path):
+    x = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "cifar102_test.npz", images=x, labels=np.array([7, 0, 2]))
+    batches = list(make_loader("cifar10.2", tmp_path, "test", 2, "cpu", "cpu"))
+    assert torch.equal(torch.cat([b[0] for b in batches]), torch.from_numpy(x))
+    assert torch.cat([b[1] for b in batches]).tolist() == [7, 0, 2]
+
+
+def test_cifar10_2_missing_or_malformed_archive_raises_naming_it(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="cifar102_test.npz"):
+        read_cifar10_2(tmp_path)
+    np.savez(tmp_path / "cifar102_test.npz", images=np.zeros((3, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))
+    with pytest.raises(DatasetFormatError, match="'labels' must hold 3 integers"):
+        read_cifar10_2(tmp_path)
+    np.savez(tmp_path / "cifar102_test.npz", data=np.zeros(3))
+    with pytest.raises(DatasetFormatError, match="arrays 'images' and 'labels'"):
+        read_cifar10_2(tmp_path)
+    with pytest.raises(ValueError, match="split must be one of"):
+        read_cifar10_2(tmp_path, "train")
 
 
 @pytest.mark.skipif(shared_data_dir() is None, reason="the project's shared data folder is not beside the repo")

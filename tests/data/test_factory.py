@@ -157,3 +157,11 @@ def test_shared_cifar10_test_arrays_load_through_the_factory():
     labels = torch.cat([y for _, y in batches])
     assert len(labels) == 10_000 and torch.equal(labels.bincount(), torch.full((10,), 1000))
     assert labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]  # first CIFAR-10 test labels (shared README)
+
+
+def test_deprecated_backends_name_warns_and_is_loader_backends():
+    import sem_fast.data
+
+    with pytest.warns(DeprecationWarning, match=r"use sem_fast\.data\.LOADER_BACKENDS"):
+        from sem_fast.data import BACKENDS as old_name
+    assert old_name is sem_fast.data.LOADER_BACKENDS == ("auto", "dali", "resident", "cpu")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sem_fast.train.cli import main
+from sem_fast.cli import main
 from sem_fast.train.recipes import RECIPES
 
 #: A demo run shrunk to seconds.
@@ -26,6 +26,12 @@ def _exit(argv, capsys):
 def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "sem_fast.train", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "{train,eval,recipes,sweep}" in result.stdout
+
+
+def test_package_entry_point_prints_the_same_help():
+    result = subprocess.run([sys.executable, "-m", "sem_fast", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "{train,eval,recipes,sweep}" in result.stdout
+    assert result.stdout.startswith("usage: sem-fast ")
 
 
 @pytest.mark.parametrize(

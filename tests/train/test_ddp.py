@@ -1,6 +1,6 @@
 """Data-parallel training on the CPU with gloo: two ranks spawned by ``torch.multiprocessing``.
 
-What is checked: the DDP step (the whole `SemStep` wrapped, so the two ``encode`` calls and the
+What is checked: the DDP step (the whole `StepModule` wrapped, so the two ``encode`` calls and the
 ``classify`` call are one DDP forward) all-reduces the gradients: both ranks end with equal
 weights, and those equal one process that averages the losses of the two per-rank sub-batches
 (per-rank BatchNorm statistics and in-rank mixing partners, the documented choice); and a
@@ -23,8 +23,8 @@ from sem_fast import SEMConfig, fused_sem_step, sample_draw
 from sem_fast.models import PreActResNet18
 from sem_fast.train import get_recipe, train
 from sem_fast.train.checkpoint import load_checkpoint
-from sem_fast.train.distributed import ranks_from_environment, wrap_step
-from sem_fast.train.loop import SemStep
+from sem_fast.train.distributed import ranks_from_environment, wrap_step_module
+from sem_fast.train.loop import StepModule
 from tests.utils import assert_close, set_seed
 
 WORLD = 2
@@ -63,7 +63,7 @@ def _ddp_steps_worker(rank: int, init_file: str, out_dir: str) -> None:
         ranks = ranks_from_environment()
         for name, cfg in CONFIGS.items():
             model = _model()
-            step = wrap_step(SemStep(model), ranks)
+            step = wrap_step_module(StepModule(model), ranks)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
             for s in range(STEPS):
                 images, labels = _batches(s)[rank]

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from sem_fast.train.sweep import load_spec, run_sweep
-from sem_fast.train.sweep.ray_backend import RayOptions
-from tests.train.test_sweep import TINY, _numbers, _summaries
+from sem_fast.sweep import load_spec, run_sweep
+from sem_fast.sweep.ray_backend import RayOptions
+from tests.sweep.test_sweep import TINY, _numbers, _summaries
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.tune")

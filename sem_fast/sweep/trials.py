@@ -15,13 +15,11 @@ import typing
 from dataclasses import fields
 from typing import Any, Literal
 
-from sem_fast.train.checkpoint import CHECKPOINT_NAME
-from sem_fast.train.config import TrainConfig
-from sem_fast.train.recipes import RECIPES
-from sem_fast.train.sweep.spec import Trial, identity
+from sem_fast.sweep.spec import Trial, identity
+from sem_fast.train import RECIPES, TrainConfig
+from sem_fast.train.run_files import CHECKPOINT_NAME, SUMMARY_NAME
 
 TrialState = Literal["finished", "stopped", "interrupted", "new"]
-SUMMARY_NAME = "summary.json"
 #: Written by the Ray backend when ASHA stops a trial early: ``{"epoch": ..., "test_acc": ...}``.
 STOPPED_NAME = "stopped.json"
 _HINTS = typing.get_type_hints(TrainConfig)

@@ -5,7 +5,7 @@ mixup at several ratios ``lam`` (``lam = 1``: the clean ``x_i``, ``lam = 0``: th
 ``x_j``). A semantically equivariant encoder maps ``mix(x_i, x_j, lam)`` near
 ``lam * g(x_i) + (1 - lam) * g(x_j)``; `equivariance_gap` measures the distance to that target
 and the figure shows both. The 2-D projection is UMAP when ``umap-learn`` is installed, else
-PCA; the PNG is drawn with Pillow (`sem_fast.train.figure`, no matplotlib needed).
+PCA; the PNG is drawn with Pillow (`sem_fast.figure`, no matplotlib needed).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sem_fast.config import SEMConfig
-from sem_fast.train.figure import Figure
+from sem_fast.figure import Figure
 from sem_fast.train.inference import prepare
 
 #: Mixing ratios of the figure (``lam`` = weight of class ``a``'s image).

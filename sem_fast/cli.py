@@ -9,7 +9,8 @@
     sem-fast sweep examples/sweeps/demo_gamma_alpha.toml --out sweeps/demo --parallel 2
 
 Every `TrainConfig` field is a ``train`` flag (``batch_size`` -> ``--batch-size``); a flag
-overrides the recipe's value.
+overrides the recipe's value. ``python -m sem_fast`` and ``python -m sem_fast.train`` run the same
+command (the latter for ``torchrun -m``).
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ from typing import Any
 import torch
 
 from sem_fast.data import DatasetFormatError, DatasetNotFoundError
+from sem_fast.eval.corruptions import CORRUPTIONS, SEVERITIES
+from sem_fast.eval.evaluate import NOISE_IMAGES, evaluate_checkpoint, to_markdown
+from sem_fast.sweep.ray_backend import RayOptions, import_tune
+from sem_fast.sweep.runner import SWEEP_BACKENDS, run_sweep
+from sem_fast.sweep.spec import SweepSpecError, apply_flags, expand, parse_spec, read_spec_file
+from sem_fast.sweep.trials import trial_state
 from sem_fast.train.checkpoint import load_checkpoint
 from sem_fast.train.config import TrainConfig
-from sem_fast.train.corruptions import CORRUPTIONS, SEVERITIES
 from sem_fast.train.distributed import ranks_from_environment
-from sem_fast.train.evaluate import NOISE_IMAGES, evaluate_checkpoint, to_markdown
 from sem_fast.train.loop import NonFiniteLossError, train
 from sem_fast.train.progress import format_duration
 from sem_fast.train.recipes import get_recipe, recipe_table
-from sem_fast.train.sweep.ray_backend import RayOptions, import_tune
-from sem_fast.train.sweep.runner import BACKENDS, run_sweep
-from sem_fast.train.sweep.spec import METRICS, SweepSpecError, apply_flags, expand, parse_spec, read_spec_file
-from sem_fast.train.sweep.trials import trial_state
+from sem_fast.train.run_files import CHECKPOINT_NAME, SUMMARY_METRICS, SUMMARY_NAME
 
 #: Exit status of errors that are not argument errors (argparse uses 2 for those).
 EXIT_FAILURE = 1
@@ -94,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(subparser=train)
 
     ev = commands.add_parser("eval", help="evaluate a checkpoint", description="Evaluate a trained checkpoint.")
-    ev.add_argument("checkpoint", help="a checkpoint.pt, or the run directory holding it")
+    ev.add_argument("checkpoint", help=f"a {CHECKPOINT_NAME}, or the run directory holding it")
     ev.add_argument("--data-root", help="where the test and OOD sets are (default: the run's --data-root)")
     ev.add_argument("--out", help="output folder for eval.json, eval.md, embedding.png (default: <run>/eval)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -136,10 +138,10 @@ def _add_sweep_parser(commands: Any) -> None:
                       help="random axis, DIST uniform, log_uniform, int_uniform or choice (repeatable)")
     spec.add_argument("--samples", type=int, help="random draws (each combined with every grid point)")
     spec.add_argument("--random-seed", type=int, help="seed of the random draws")
-    spec.add_argument("--metric", choices=METRICS, help="what the table shows [default: final_test_acc]")
+    spec.add_argument("--metric", choices=SUMMARY_METRICS, help=f"what the table shows [default: {SUMMARY_METRICS[0]}]")
     spec.add_argument("--plot", type=_comma_list(str), metavar="gamma,alpha", help="fields to plot the metric against")
     run = sweep.add_argument_group("running")
-    run.add_argument("--backend", choices=BACKENDS, default="local", help="local processes, or Ray Tune")
+    run.add_argument("--backend", choices=SWEEP_BACKENDS, default="local", help="local processes, or Ray Tune")
     run.add_argument("--parallel", type=int, default=1,
                      help="trials at once on this device (local: subprocesses; ray: trials per GPU) [default: 1]")
     run.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
@@ -193,7 +195,7 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         f"final test accuracy {summary['final_test_acc']:.2f}% (best {summary['best_test_acc']:.2f}% at epoch "
         f"{summary['best_epoch']}), train loss {final['train_loss']:.4f}, {summary['img_per_s']:.0f} img/s, "
         f"{summary['epochs']} epochs in {format_duration(summary['elapsed_s'])}\n"
-        f"run directory {config.run_dir}: summary.json, metrics.jsonl, metrics.csv, checkpoint.pt\n"
+        f"run directory {config.run_dir}: {SUMMARY_NAME}, metrics.jsonl, metrics.csv, {CHECKPOINT_NAME}\n"
         f"evaluate with: sem-fast eval {summary['checkpoint']}"
     )
     return 0

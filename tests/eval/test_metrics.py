@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sem_fast.train.scores import accuracy, auroc, expected_calibration_error, fpr_at_tpr, max_softmax
+from sem_fast.eval.metrics import accuracy, auroc, expected_calibration_error, fpr_at_tpr, max_softmax
 
 
 def test_auroc_of_perfectly_separated_scores_is_100_and_reversed_is_0():

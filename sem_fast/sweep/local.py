@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from sem_fast.train.loop import train
-from sem_fast.train.sweep.spec import Trial
-from sem_fast.train.sweep.trials import config_to_argv
+from sem_fast.sweep.spec import Trial
+from sem_fast.sweep.trials import config_to_argv
+from sem_fast.train import train
 
 #: Seconds between checks of the running trial processes (trials last seconds to hours).
 POLL_S = 0.1
@@ -99,7 +99,7 @@ def run_parallel(pending: Pending, parallel: int, outcomes: TrialOutcomes, log: 
 
 def _launch(trial: Trial, resume: bool, env: dict[str, str]) -> subprocess.Popen:
     argv = config_to_argv(trial.config.replace(progress=False))
-    command = [sys.executable, "-m", "sem_fast.train", "train", *argv, *(["--resume"] if resume else [])]
+    command = [sys.executable, "-m", "sem_fast", "train", *argv, *(["--resume"] if resume else [])]
     trial.dir.mkdir(parents=True, exist_ok=True)
     with (trial.dir / LOG_NAME).open("a") as f:  # the child keeps its own descriptor of the file
         f.write(f"$ {' '.join(command)}\n")

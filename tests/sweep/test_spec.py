@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from sem_fast.train import TrainConfig, get_recipe
-from sem_fast.train.cli import _train_config, build_parser, main
-from sem_fast.train.sweep import SweepSpecError, expand, load_spec, parse_spec
-from sem_fast.train.sweep.spec import apply_flags
-from sem_fast.train.sweep.trials import config_to_argv
+from sem_fast.cli import _train_config, build_parser, main
+from sem_fast.sweep import SweepSpecError, expand, load_spec, parse_spec
+from sem_fast.sweep.spec import apply_flags
+from sem_fast.sweep.trials import config_to_argv
 
 EXAMPLE_SPECS = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
 

@@ -12,10 +12,10 @@ import statistics
 import pytest
 
 from sem_fast.train import loop
-from sem_fast.train.cli import main
-from sem_fast.train.figure import PALETTE
-from sem_fast.train.sweep import load_spec, run_sweep
-from sem_fast.train.sweep import local as sweep_local
+from sem_fast.cli import main
+from sem_fast.figure import PALETTE
+from sem_fast.sweep import load_spec, run_sweep
+from sem_fast.sweep import local as sweep_local
 
 #: The demo recipe shrunk to a fraction of a second per trial (see tests/train/conftest.py).
 TINY = """

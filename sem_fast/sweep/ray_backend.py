@@ -19,13 +19,13 @@ from typing import Any
 
 import torch
 
-from sem_fast.train.config import TrainConfig
-from sem_fast.train.loop import train
-from sem_fast.train.sweep.local import Log, Pending, TrialOutcomes
-from sem_fast.train.sweep.trials import STOPPED_NAME, SUMMARY_NAME
+from sem_fast.sweep.local import Log, Pending, TrialOutcomes
+from sem_fast.sweep.trials import STOPPED_NAME
+from sem_fast.train import TrainConfig, train
+from sem_fast.train.run_files import SUMMARY_NAME
 
 #: What ASHA compares trials on, and its time axis (1-based epochs).
-METRIC, TIME_ATTR = "test_acc", "epoch"
+ASHA_METRIC, ASHA_TIME_ATTR = "test_acc", "epoch"
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,8 @@ def _train_trial(params: dict[str, Any], trials: dict[str, tuple[dict[str, Any],
 
     def report(record: dict[str, Any]) -> None:
         if record["test_acc"] is not None:
-            tune.report({TIME_ATTR: record["epoch"], METRIC: record["test_acc"], "train_loss": record["train_loss"]})
+            tune.report({ASHA_TIME_ATTR: record["epoch"], ASHA_METRIC: record["test_acc"],
+                         "train_loss": record["train_loss"]})  # fmt: skip
 
     train(TrainConfig.from_dict(config), resume=resume, on_epoch_end=report)
 
@@ -146,14 +147,15 @@ def _recording_asha(options: RayOptions, epochs: int) -> Any:
         def __init__(self) -> None:
             # max_t past the last epoch: ASHA also answers STOP at max_t, which would not be an
             # early stop (the trial ends there anyway).
-            super().__init__(time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=epochs + 1,
+            super().__init__(time_attr=ASHA_TIME_ATTR, metric=ASHA_METRIC, mode="max", max_t=epochs + 1,
                              grace_period=options.grace_period, reduction_factor=options.reduction_factor)  # fmt: skip
             self.stopped: dict[str, dict[str, Any]] = {}
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
             decision = super().on_trial_result(tune_controller, trial, result)
             if decision == TrialScheduler.STOP:
-                self.stopped[trial.config["trial"]] = {TIME_ATTR: result[TIME_ATTR], METRIC: result[METRIC]}
+                last = {ASHA_TIME_ATTR: result[ASHA_TIME_ATTR], ASHA_METRIC: result[ASHA_METRIC]}
+                self.stopped[trial.config["trial"]] = last
             return decision
 
     return RecordingASHA()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sem_fast.data import load_bundled
-from sem_fast.train.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from sem_fast.eval.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 
 # uint8 outputs: the published functions run in float64, ours in float32, then both truncate
 # to uint8, so a value on the edge of an integer can land one level apart.

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import statistics
 
-from sem_fast.train.sweep import expand, parse_spec
-from sem_fast.train.sweep.results import build_table, format_cell, to_markdown
+from sem_fast.sweep import expand, parse_spec
+from sem_fast.sweep.results import build_table, format_cell, to_markdown
 
 RECIPES = ["prn18-c10-erm", "prn18-c10-mixup-sem", "wrn28-10-c10-mixup", "wrn28-10-c10-mixup-sem"]
 #: Test accuracy per (recipe, seed); wrn28-10-c10-mixup-sem seed 2 has not finished.

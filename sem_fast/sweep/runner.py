@@ -5,8 +5,8 @@ Layout of the sweep directory ``out``:
 
 - ``sweep.json``: the spec's source, its seeds and metric, and every trial (name, swept values, seed);
 - ``trials/<name>/``: each trial's run directory (``summary.json``, ``metrics.*``, ``checkpoint.pt``);
-- ``results.md``, ``results.csv``, ``trials.csv`` (`sem_fast.train.sweep.results`);
-- ``plot_<field>.png`` for each plotted field (`sem_fast.train.sweep.plot`).
+- ``results.md``, ``results.csv``, ``trials.csv`` (`sem_fast.sweep.results`);
+- ``plot_<field>.png`` for each plotted field (`sem_fast.sweep.plot`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sem_fast.train.sweep.local import Log, Pending, TrialOutcomes, run_parallel, run_sequential
-from sem_fast.train.sweep.plot import plot_metric
-from sem_fast.train.sweep.ray_backend import RayOptions, run_ray
-from sem_fast.train.sweep.results import build_table, to_markdown, varying_fields, write_table_csv, write_trials_csv
-from sem_fast.train.sweep.spec import PLOT_FIELDS, SweepSpec, Trial, expand, format_value
-from sem_fast.train.sweep.trials import read_summary, trial_state
+from sem_fast.sweep.local import Log, Pending, TrialOutcomes, run_parallel, run_sequential
+from sem_fast.sweep.plot import plot_metric
+from sem_fast.sweep.ray_backend import RayOptions, run_ray
+from sem_fast.sweep.results import build_table, to_markdown, varying_fields, write_table_csv, write_trials_csv
+from sem_fast.sweep.spec import PLOT_FIELDS, SweepSpec, Trial, expand, format_value
+from sem_fast.sweep.trials import read_summary, trial_state
 
-BACKENDS = ("local", "ray")
+#: Where the trials run: processes on this machine, or Ray Tune (`sem_fast.sweep.ray_backend`).
+SWEEP_BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -71,11 +72,11 @@ def run_sweep(
 
     ``backend='local'``: ``parallel == 1`` trains the trials one after another in this process;
     ``parallel > 1`` runs that many ``sem-fast train`` subprocesses at once on the same device.
-    ``backend='ray'``: Ray Tune (`sem_fast.train.sweep.ray_backend`) with ``ray_options``.
+    ``backend='ray'``: Ray Tune (`sem_fast.sweep.ray_backend`) with ``ray_options``.
     ``log`` gets one line per trial started (default: stderr).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend not in SWEEP_BACKENDS:
+        raise ValueError(f"backend must be one of {SWEEP_BACKENDS}, got {backend!r}")
     if not isinstance(parallel, int) or parallel < 1:
         raise ValueError(f"parallel must be an integer >= 1, got {parallel!r}")
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))

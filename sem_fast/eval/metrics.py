@@ -1,7 +1,7 @@
-"""Evaluation scores from logits: accuracy, calibration (ECE), OOD detection (AUROC, FPR@95).
+"""Evaluation metrics from logits: accuracy, calibration (ECE), OOD detection (AUROC, FPR@95).
 
-All functions take tensors on any device and return Python floats in percent (0..100), the unit
-of the paper's tables.
+All functions take tensors on any device; the metrics are Python floats in percent (0..100), the
+unit of the paper's tables (`max_softmax` gives the OOD detector's per-image scores they rank).
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from sem_fast.train.config import TrainConfig
-from sem_fast.train.loop import RESUMABLE_CHANGES
-from sem_fast.train.sweep.spec import METRICS, Trial, format_value
+from sem_fast.sweep.spec import Trial, format_value
+from sem_fast.train import TrainConfig
+from sem_fast.train.config import RESUMABLE_CHANGES
+from sem_fast.train.run_files import SUMMARY_METRICS
 
 #: Fields that make a table column (the paper's columns: network and dataset).
 COLUMN_FIELDS = ("dataset", "model", "width", "depth", "widen")
@@ -98,8 +99,8 @@ def method_label(config: TrainConfig, varying: list[str]) -> str:
 
 def build_table(trials: list[Trial], summaries: dict[str, dict[str, Any]], metric: str, seeds: int) -> ResultsTable:
     """The table of ``metric`` over the finished trials (``summaries``: trial name -> summary)."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if metric not in SUMMARY_METRICS:
+        raise ValueError(f"metric must be one of {SUMMARY_METRICS}, got {metric!r}")
     varying = varying_fields(trials)
     labels: dict[str, tuple[str, str]] = {}  # group -> (row, column)
     for trial in trials:
@@ -156,9 +157,9 @@ def write_trials_csv(
     axes = list(dict.fromkeys(k for t in trials for k in t.axes))
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["trial", "state", *axes, "seed", *METRICS, "epochs", "train_time_s", "dir"])
+        writer.writerow(["trial", "state", *axes, "seed", *SUMMARY_METRICS, "epochs", "train_time_s", "dir"])
         for t in trials:
             s = summaries.get(t.name, {})
             writer.writerow([t.name, states[t.name], *(format_value(t.axes[k]) if k in t.axes else "" for k in axes),
-                             t.config.seed, *(s.get(m, "") for m in METRICS), s.get("epochs", ""),
+                             t.config.seed, *(s.get(m, "") for m in SUMMARY_METRICS), s.get("epochs", ""),
                              s.get("train_time_s", ""), t.dir])  # fmt: skip

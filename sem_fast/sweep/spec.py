@@ -41,14 +41,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from sem_fast.train.config import TrainConfig
-from sem_fast.train.loop import RESUMABLE_CHANGES
-from sem_fast.train.recipes import get_recipe
+from sem_fast.train import TrainConfig, get_recipe
+from sem_fast.train.config import RESUMABLE_CHANGES
+from sem_fast.train.run_files import SUMMARY_METRICS
 
 #: Top-level keys of a spec.
 SPEC_KEYS = ("recipe", "seeds", "metric", "plot", "fixed", "grid", "random")
-#: The summary.json values a results table can show.
-METRICS = ("final_test_acc", "best_test_acc")
 #: Fields an accuracy-vs-x plot is drawn for by default, when the sweep varies them.
 PLOT_FIELDS = ("gamma", "alpha", "cutmix_alpha")
 #: Random-search distributions and the arguments each takes.
@@ -194,9 +192,9 @@ def parse_spec(data: Mapping[str, Any], source: str) -> SweepSpec:
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
     ):  # fmt: skip
         raise SweepSpecError(f"{source}: seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
-    metric = data.get("metric", METRICS[0])
-    if metric not in METRICS:
-        raise SweepSpecError(f"{source}: metric must be one of {METRICS}, got {metric!r}")
+    metric = data.get("metric", SUMMARY_METRICS[0])
+    if metric not in SUMMARY_METRICS:
+        raise SweepSpecError(f"{source}: metric must be one of {SUMMARY_METRICS}, got {metric!r}")
     plot = data.get("plot")
     if plot is not None:
         if not isinstance(plot, list) or not all(isinstance(p, str) for p in plot):

@@ -1,15 +1,15 @@
 """``plot_<field>.png``: the sweep's metric against a swept numeric field (gamma, alpha, ...), one
 line per combination of the other swept values and per table column, mean ± std over seeds
-as error bars. Drawn with Pillow (`sem_fast.train.figure`)."""
+as error bars. Drawn with Pillow (`sem_fast.figure`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sem_fast.train.figure import PALETTE, Figure, nice_ticks
-from sem_fast.train.sweep.results import METRIC_TITLES, Cell, column_label, varying_fields
-from sem_fast.train.sweep.spec import Trial, format_value
+from sem_fast.figure import PALETTE, Figure, nice_ticks
+from sem_fast.sweep.results import METRIC_TITLES, Cell, column_label, varying_fields
+from sem_fast.sweep.spec import Trial, format_value
 
 #: Up to this many distinct x values are each given a tick; more get round ticks.
 _MAX_VALUE_TICKS = 8

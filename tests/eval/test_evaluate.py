@@ -14,8 +14,8 @@ from sem_fast.config import SEMConfig
 from sem_fast.data import factory
 from sem_fast.train import train
 from sem_fast.train.checkpoint import load_checkpoint
-from sem_fast.train.embedding import equivariance_gap, mixed_features
-from sem_fast.train.evaluate import evaluate_checkpoint
+from sem_fast.eval.embedding import equivariance_gap, mixed_features
+from sem_fast.eval.evaluate import evaluate_checkpoint
 from tests.utils import write_image_folder
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"

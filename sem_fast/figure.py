@@ -1,8 +1,8 @@
-"""`Figure`: the small Pillow canvas behind the trainer's PNGs (no matplotlib needed).
+"""`Figure`: the small Pillow canvas behind the package's PNGs (no matplotlib needed).
 
 A white RGB image with a title, a row of legend entries under it and a framed plot area that
 maps data coordinates to pixels (y grows upwards). Used by the embedding figure
-(`sem_fast.train.embedding`) and the sweep plots (`sem_fast.train.sweep.plot`).
+(`sem_fast.eval.embedding`) and the sweep plots (`sem_fast.sweep.plot`), so it sits beside both.
 
     fig = Figure("accuracy vs gamma", xlim=(0, 1), ylim=(40, 60), legend=[("alpha=1", PALETTE[0])])
     fig.axes(x_ticks=[0, 0.5, 1], y_ticks=[40, 50, 60], x_label="gamma", y_label="test acc %")

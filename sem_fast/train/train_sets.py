@@ -1,4 +1,5 @@
-"""The training sets of the recipes: which `sem_fast.data` dataset backs each, and its statistics."""
+"""The training sets of the recipes (which `sem_fast.data` dataset backs each, and its statistics)
+and `open_loader`, which opens their train and test loaders for the trainer and the evaluation."""
 
 from __future__ import annotations
 

@@ -3,11 +3,11 @@
 - clean test accuracy, cross-entropy and ECE;
 - natural shift: CIFAR-10.1, CIFAR-10.2 (when their files are found);
 - corruptions: CIFAR-10-C / CIFAR-100-C files (mean over the 15 corruptions x 5 severities
-  present), and the on-the-fly subset of `sem_fast.train.corruptions` (always);
+  present), and the on-the-fly subset of `sem_fast.eval.corruptions` (always);
 - OOD detection with the max-softmax-probability score (AUROC, FPR at 95% TPR; in-distribution =
   the clean test set): SVHN and image folders such as LSUN when found, the held-out classes of a
   model trained on a class subset (``--classes``), and synthetic uniform / Gaussian noise;
-- the 2-D embedding figure of mixed and clean features (`sem_fast.train.embedding`).
+- the 2-D embedding figure of mixed and clean features (`sem_fast.eval.embedding`).
 
 Where a data set is not found, the report says where it was looked for.
 """
@@ -25,17 +25,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from sem_fast.config import SEMConfig
-from sem_fast.data import ArrayDataset, DatasetNotFoundError, Loader, loader_from_dataset, make_loader
+from sem_fast.data import (
+    ArrayDataset, DatasetNotFoundError, Loader, cifar_c_corruptions, loader_from_dataset, make_loader, read_cifar_c,
+)  # fmt: skip
+from sem_fast.eval.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from sem_fast.eval.embedding import equivariance_gap, mixed_features, save_embedding_png
+from sem_fast.eval.metrics import accuracy, auroc, expected_calibration_error, fpr_at_tpr, max_softmax
 from sem_fast.train.build import autocast_dtype, build_model, pick_device
-from sem_fast.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from sem_fast.train.checkpoint import load_checkpoint
 from sem_fast.train.config import TrainConfig
-from sem_fast.train.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from sem_fast.train.datasets import open_loader
-from sem_fast.train.embedding import equivariance_gap, mixed_features, save_embedding_png
-from sem_fast.train.eval_datasets import cifar_c_corruptions, read_cifar10_2, read_cifar_c
 from sem_fast.train.inference import BatchTransform, Predictions, predict
 from sem_fast.train.metrics_log import json_safe
-from sem_fast.train.scores import accuracy, auroc, expected_calibration_error, fpr_at_tpr, max_softmax
+from sem_fast.train.run_files import CHECKPOINT_NAME
+from sem_fast.train.train_sets import open_loader
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -179,7 +181,8 @@ def _shift_sets(ev: Evaluator, root: Path, skipped: dict[str, str]) -> dict[str,
     if folder is None:
         skipped["cifar10.2"] = f"cifar102_test.npz not found in {root} or {root}/cifar10.2"
     else:
-        results["cifar10.2"] = _classification(ev.predict(ev.arrays(read_cifar10_2(folder))))
+        loader = make_loader("cifar10.2", folder, "test", ev.batch_size, ev.device, shuffle=False)
+        results["cifar10.2"] = _classification(ev.predict(loader))
     return results
 
 

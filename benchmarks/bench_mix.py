@@ -18,7 +18,7 @@ import torch
 from benchmarks.harness import assert_matches, device, fast_backends, measure, skip_if_untimeable
 from sem_fast import SEMConfig, sample_draw
 from sem_fast import reference as ref
-from sem_fast.backends import get_backend
+from sem_fast.ops.registry import get_backend
 from sem_fast.sampling import sample_augment
 from tests.utils import import_torchvision
 

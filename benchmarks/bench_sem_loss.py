@@ -15,7 +15,7 @@ import torch
 from benchmarks.harness import assert_matches, device, fast_backends, measure, skip_if_untimeable
 from sem_fast import SEMConfig, sample_draw
 from sem_fast import reference as ref
-from sem_fast.backends import get_backend
+from sem_fast.ops.registry import get_backend
 
 DEV = device()
 if DEV.type == "cuda":
@@ -68,9 +68,9 @@ def test_sem_loss_fwd_bwd(benchmark, case, provider):
         pytest.skip("the compiled reference is measured in one CPU case (compile time)")
     cfg, leaves, labels, draw = _setup(case)
     if provider == "reference-compiled":
-        loss_fn = torch.compile(ref.sem_loss_unchecked, fullgraph=True)
+        loss_fn = torch.compile(ref.sem_loss, fullgraph=True)
     else:
         loss_fn = get_backend(provider, DEV).sem_loss
     run = _fwd_bwd(loss_fn, cfg, leaves, labels, draw)
-    _check(run, _fwd_bwd(ref.sem_loss_unchecked, cfg, leaves, labels, draw), provider)
+    _check(run, _fwd_bwd(ref.sem_loss, cfg, leaves, labels, draw), provider)
     measure(benchmark, run, dev=DEV, group="sem_loss fwd+bwd", case=_case_id(case), provider=provider, items=case[0])

@@ -48,7 +48,7 @@ def _time(rows: list[Row], group_prefix: str, case: str, provider: str) -> float
 def target_ratios(rows: list[Row]) -> list[str]:
     """The ratios the project's targets are stated in, each from rows of this one run."""
     lines = []
-    fast = [p for p in dict.fromkeys(r.provider for r in rows) if p in ("triton", "cuda")]
+    fast = [p for p in dict.fromkeys(r.provider for r in rows) if p in ("triton", "native")]
 
     def ratio(num, den):
         return None if num is None or den is None else num / den

@@ -1,9 +1,10 @@
 // Argument checks, kernel parameters and output allocation shared by the CPU and CUDA
-// implementations of the sem_fast_ext ops (csrc/cpu/*.cpp, csrc/cuda/ops_cuda.cpp).
+// implementations of the sem_fast_native ops (csrc/cpu/*.cpp, csrc/cuda/ops_cuda.cpp; schemas in
+// sem_fast/ops/schema.py).
 //
-// The Python wrappers (sem_fast/ext.py) check every argument with sem_fast/_checks.py first;
+// The public functions (sem_fast/ops/functional.py) check every argument with sem_fast/_checks.py first;
 // these checks repeat the metadata ones (dtype, shape, device: no host sync) so that a direct
-// call of torch.ops.sem_fast_ext.* can never read out of bounds. Values (labels, perm, offsets)
+// call of torch.ops.sem_fast_native.* can never read out of bounds. Values (labels, perm, offsets)
 // are not checked here: the kernels mask every gather and write NaN for an out-of-range index.
 #pragma once
 
@@ -126,7 +127,7 @@ inline MixForward prepare_mix_forward(const at::Tensor& images, const at::Tensor
   return f;
 }
 
-// mix_images_backward: checks, kernel parameters and grad_images ((B, C, H, W) contiguous).
+// mix_images_backward: checks, kernel parameters and grad_images ((B, C, H, W), channels_last or contiguous).
 struct MixBackward {
   MixGradParams params;
   DrawArgs draw;
@@ -139,7 +140,7 @@ inline MixBackward prepare_mix_backward(const c10::optional<at::Tensor>& grad_cl
                                         const at::Tensor& perm, const at::Tensor& lam, const at::Tensor& box,
                                         const at::Tensor& is_cutmix, const c10::optional<at::Tensor>& offset,
                                         const c10::optional<at::Tensor>& flip, int64_t crop_padding, bool reflect,
-                                        at::ScalarType in_dtype) {
+                                        at::ScalarType in_dtype, bool channels_last) {
   TORCH_CHECK(grad_clean.has_value() || grad_mix.has_value(), "grad_clean and grad_mix cannot both be None");
   TORCH_CHECK(is_float_dtype(in_dtype), "in_dtype must be float32, bfloat16 or float16, got ", in_dtype);
   const at::Tensor& ref = grad_clean.has_value() ? *grad_clean : *grad_mix;
@@ -170,7 +171,8 @@ inline MixBackward prepare_mix_backward(const c10::optional<at::Tensor>& grad_cl
   if (p.has_grad_clean) p.grad_clean = strides_bchw(g.grad_clean);
   if (p.has_grad_mix) p.grad_mix = strides_bchw(g.grad_mix);
   p.aug = make_crop_flip(offset.has_value(), crop_padding, reflect, H, W);
-  g.grad_images = at::empty({B, C, H, W}, ref.options().dtype(in_dtype));
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  g.grad_images = at::empty({B, C, H, W}, ref.options().dtype(in_dtype).memory_format(format));
   p.grad_in = strides_bchw(g.grad_images);
   return g;
 }
@@ -222,11 +224,24 @@ inline LossArgs prepare_loss_args(const at::Tensor& perm, const at::Tensor& lam,
   return a;
 }
 
-// A () float32 gradient scalar on the device of ref.
-inline at::Tensor check_scalar_grad(const at::Tensor& grad, const char* name, const at::Tensor& ref) {
-  TORCH_CHECK(grad.numel() == 1, name, " must be a single value, got shape ", grad.sizes());
-  TORCH_CHECK(grad.device() == ref.device(), name, " must be on ", ref.device());
-  return grad.to(at::kFloat).contiguous();
+// An optional () gradient scalar on the device of ref, as float32; undefined when absent.
+inline at::Tensor check_scalar_grad(const c10::optional<at::Tensor>& grad, const char* name, const at::Tensor& ref) {
+  if (!grad.has_value()) return at::Tensor();
+  TORCH_CHECK(grad->numel() == 1, name, " must be a single value, got shape ", grad->sizes());
+  TORCH_CHECK(grad->device() == ref.device(), name, " must be on ", ref.device());
+  return grad->to(at::kFloat).contiguous();
+}
+
+// The forward's row statistics: (B, 2) float32 (row max, log-sum-exp relative to it), contiguous.
+inline at::Tensor check_row_stats(const at::Tensor& row_stats, int64_t B, const at::Tensor& ref) {
+  check_array(row_stats, "row_stats", at::kFloat, {B, 2}, ref);
+  return row_stats.contiguous();
+}
+
+// Which gradients sem_loss_backward writes; z_mix/z_clean gradients need z_clean (the SEM term).
+inline void check_loss_grad_flags(const LossArgs& a, bool z_mix_grad, bool z_clean_grad) {
+  TORCH_CHECK(a.z_clean.defined() || !(z_mix_grad || z_clean_grad),
+              "z_mix_grad and z_clean_grad need z_clean (there is no SEM term without it)");
 }
 
 }  // namespace sem_fast

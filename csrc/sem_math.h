@@ -196,13 +196,20 @@ SEM_HD float mix_grad_input(const MixGradParams& p, const DrawView& d, int64_t m
   return acc;
 }
 
-// Mixed, label-smoothed cross-entropy of one row from its logsumexp, the logits of both labels
-// and the sum of all K logits: (1 - eps) * (lam * (lse - l_y) + (1 - lam) * (lse - l_yp))
-// + eps * (lse - sum / K), i.e. -sum_k t_k * log_softmax_k with sum_k t_k = 1.
-SEM_HD float mixed_ce_row(float lse, float logit_y, float logit_yp, float logit_sum, float lam, float eps,
-                          int64_t K) {
-  const float hard = lam * (lse - logit_y) + (1.0f - lam) * (lse - logit_yp);
-  return (1.0f - eps) * hard + eps * (lse - logit_sum / static_cast<float>(K));
+// Mixed, label-smoothed cross-entropy of one row, relative to the row max m so that logits of any
+// magnitude keep their accuracy (as F.cross_entropy): lse - l = (m - l) + log_d with
+// log_d = log sum_k exp(x_k - m), and the smoothing term's lse - mean(x) = -rel_sum / K + log_d with
+// rel_sum = sum_k (x_k - m). A term whose weight is 0 (lam 1 or 0, eps 0) is left out, so a masked
+// -inf logit counts only where a target puts weight on it. NaN when labels_ok is false (a label
+// outside [0, K) or a partner outside the batch).
+SEM_HD float mixed_ce_row(float m, float log_d, float logit_y, float logit_yp, float rel_sum, float lam, float eps,
+                          int64_t K, bool labels_ok) {
+  if (!labels_ok) return NAN;
+  float hard = 0.0f;
+  if (lam != 0.0f) hard += lam * (m - logit_y);
+  if (lam != 1.0f) hard += (1.0f - lam) * (m - logit_yp);
+  const float smooth = eps != 0.0f ? eps * (-rel_sum / static_cast<float>(K)) : 0.0f;
+  return (1.0f - eps) * hard + smooth + log_d;
 }
 
 // The smoothed mixed target t_k of class k for labels y (own) and yp (partner).

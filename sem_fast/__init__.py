@@ -3,11 +3,15 @@
     from sem_fast import fused_sem_step, SEMConfig, MixDraw, StepOutput, sample_draw
 """
 
-from sem_fast.backends import available_backends
 from sem_fast.config import SEMConfig
-from sem_fast.sampling import MixDraw, sample_draw
+from sem_fast.draws import AugmentDraw, MixDraw
+from sem_fast.ops import available_backends, mix_images, sem_loss
+from sem_fast.sampling import sample_augment, sample_draw
 from sem_fast.step import StepOutput, fused_sem_step
 
 __version__ = "0.1.0"
 
-__all__ = ["MixDraw", "SEMConfig", "StepOutput", "available_backends", "fused_sem_step", "sample_draw"]
+__all__ = [
+    "AugmentDraw", "MixDraw", "SEMConfig", "StepOutput", "available_backends", "fused_sem_step", "mix_images",
+    "sample_augment", "sample_draw", "sem_loss",
+]  # fmt: skip

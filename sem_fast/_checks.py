@@ -11,14 +11,19 @@ values (they mask every gather) and the loss comes out NaN instead of silently w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:
-    from sem_fast.config import SEMConfig
+from sem_fast.config import SEMConfig
+from sem_fast.draws import AugmentDraw, MixDraw
 
-FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+#: Float dtypes of images and features the fast kernels take.
+KERNEL_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+#: ... and what the public functions accept: float64 too, which 'auto' sends to the reference.
+FLOAT_DTYPES = (*KERNEL_FLOAT_DTYPES, torch.float64)
+
+
+def _dtype_names(dtypes: tuple[torch.dtype, ...]) -> str:
+    return "/".join(str(d).removeprefix("torch.") for d in dtypes)
 
 
 def values_inspectable(t: torch.Tensor) -> bool:
@@ -56,21 +61,22 @@ def check_generator(generator: torch.Generator | None, device: torch.device) -> 
         )
 
 
-def check_images(images: object) -> tuple[int, int, int, int]:
+def check_images(images: object, float_dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES) -> tuple[int, int, int, int]:
     """Check a batch of images and return ``(B, C, H, W)``.
 
-    Accepted: ``(B, H, W, C) uint8`` (as loaders produce it) or ``(B, C, H, W)`` float32 /
-    bfloat16 / float16, already normalized, in any memory format.
+    Accepted: ``(B, H, W, C) uint8`` (as loaders produce it) or ``(B, C, H, W)`` in one of
+    ``float_dtypes`` (float32 / bfloat16 / float16 / float64), already normalized, in any memory
+    format.
     """
     x = check_tensor("images", images)
     if x.dim() != 4:
         raise ValueError(f"images must be 4-D, (B, H, W, C) uint8 or (B, C, H, W) float; got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
         B, H, W, C = x.shape
-    elif x.dtype in FLOAT_DTYPES:
+    elif x.dtype in float_dtypes:
         B, C, H, W = x.shape
     else:
-        raise TypeError(f"images must be uint8 (B, H, W, C) or float32/bfloat16/float16 (B, C, H, W), got {x.dtype}")
+        raise TypeError(f"images must be uint8 (B, H, W, C) or {_dtype_names(float_dtypes)} (B, C, H, W), got {x.dtype}")
     if min(B, C, H, W) == 0:
         raise ValueError(f"images must be non-empty in every dimension, got shape {tuple(x.shape)}")
     return B, C, H, W
@@ -124,8 +130,6 @@ def check_draw(
     The loss, which never sees the images, passes no ``image_size``: boxes are then only
     checked to be well-formed.
     """
-    from sem_fast.sampling import MixDraw
-
     if not isinstance(draw, MixDraw):
         raise TypeError(f"draw must be a MixDraw, got {type(draw).__name__}")
     check_fields("draw", draw._asdict(), batch_size, device)
@@ -150,15 +154,21 @@ def check_draw(
 
 
 def check_features(
-    logits: object, z_mix: object, z_clean: object | None, batch_size: int, device: torch.device
+    logits: object,
+    z_mix: object,
+    z_clean: object | None,
+    batch_size: int,
+    device: torch.device,
+    float_dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES,
 ) -> int:
-    """``logits (B, K)``, ``z_mix (B, D)`` and ``z_clean (B, D)`` (or None), float; returns K."""
+    """``logits (B, K)``, ``z_mix (B, D)`` and ``z_clean (B, D)`` (or None) in ``float_dtypes``;
+    returns K."""
     for name, t in (("logits", logits), ("z_mix", z_mix), ("z_clean", z_clean)):
         if t is None and name == "z_clean":
             continue
         t = check_tensor(name, t)
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {t.dtype}")
+        if t.dtype not in float_dtypes:
+            raise TypeError(f"{name} must be {_dtype_names(float_dtypes)}, got {t.dtype}")
         if t.dim() != 2 or t.shape[0] != batch_size or t.shape[1] == 0:
             raise ValueError(f"{name} must have shape ({batch_size}, N) with N >= 1, got {tuple(t.shape)}")
         check_same_device(name, t, device, "labels")
@@ -169,8 +179,6 @@ def check_features(
 
 def check_augment(augment: object, batch_size: int, device: torch.device, image_size: tuple[int, int], cfg: SEMConfig) -> None:
     """An `AugmentDraw` for ``batch_size`` samples on ``device``, offsets within ``cfg.crop_padding``."""
-    from sem_fast.sampling import AugmentDraw
-
     if not isinstance(augment, AugmentDraw):
         raise TypeError(f"augment must be an AugmentDraw or None, got {type(augment).__name__}")
     check_fields("augment", augment._asdict(), batch_size, device)
@@ -193,8 +201,6 @@ def check_mix_args(
     images: object, draw: object, cfg: SEMConfig, augment: object | None = None
 ) -> tuple[int, int, int, int]:
     """All arguments of a ``mix_images`` op; returns ``(B, C, H, W)``."""
-    from sem_fast.config import SEMConfig
-
     if not isinstance(cfg, SEMConfig):
         raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
     B, C, H, W = check_images(images)
@@ -218,8 +224,6 @@ def check_loss_args(
     logits: object, z_mix: object, z_clean: object | None, labels: object, draw: object, cfg: SEMConfig
 ) -> None:
     """All arguments of a ``sem_loss`` op."""
-    from sem_fast.config import SEMConfig
-
     if not isinstance(cfg, SEMConfig):
         raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
     y = check_tensor("labels", labels)

@@ -8,6 +8,7 @@ paper is silent (see README, "Defaults that are ours").
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -21,18 +22,38 @@ MixMode = Literal["mixup", "cutmix", "switch", "none"]
 LamMode = Literal["batch", "elem"]
 Pairing = Literal["perm", "flip"]
 SemReduction = Literal["mean", "sum"]
-Backend = Literal["auto", "triton", "cuda", "reference"]
+BackendName = Literal["auto", "triton", "native", "reference"]
 PaddingMode = Literal["zeros", "reflect"]
+
+#: The op backends (`sem_fast.ops.registry`); ``'cuda'`` is accepted as a deprecated alias of ``'native'``.
+BACKEND_CHOICES: tuple[str, ...] = ("auto", "triton", "native", "reference")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mix": ("mixup", "cutmix", "switch", "none"),
     "lam_mode": ("batch", "elem"),
     "pairing": ("perm", "flip"),
     "sem_reduction": ("mean", "sum"),
-    "backend": ("auto", "triton", "cuda", "reference"),
+    "backend": BACKEND_CHOICES,
     "padding_mode": ("zeros", "reflect"),
 }
 _OUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+#: Deprecated backend names -> their current names, accepted with a warning for one release.
+DEPRECATED_BACKENDS: dict[str, str] = {"cuda": "native"}
+
+
+def canonical_backend(name: str) -> str:
+    """``name``, or the current name of a deprecated backend name (with a ``DeprecationWarning``)."""
+    if isinstance(name, str) and name in DEPRECATED_BACKENDS:
+        new = DEPRECATED_BACKENDS[name]
+        warnings.warn(
+            f"backend={name!r} is deprecated and will be removed: it named the compiled kernels, which run C++ "
+            f"on CPUs and CUDA on GPUs; use backend={new!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return new
+    return name
 
 
 @dataclass(frozen=True)
@@ -63,8 +84,10 @@ class SEMConfig:
             autocast dtype when autocast is on for the images' device, else fp32 for uint8
             input and the input's dtype for float input).
         channels_last: return the images in ``torch.channels_last`` memory format.
-        backend: ``'reference'`` (plain PyTorch, any device), ``'triton'``, ``'cuda'``
-            (compiled extension) or ``'auto'`` (the fastest available for the images' device).
+        backend: ``'reference'`` (plain PyTorch, any device), ``'triton'`` (Triton kernels),
+            ``'native'`` (the compiled kernels of csrc/: C++ on CPUs, CUDA on GPUs) or ``'auto'``
+            (per op, the fastest backend that runs on the device and takes the input; see
+            `sem_fast.ops.registry`). ``'cuda'`` is a deprecated alias of ``'native'``.
         crop_padding: random-crop augmentation of the clean images before mixing: pad every
             side by this many pixels and crop back to ``H x W`` at a random offset (0 = off;
             4 is the usual CIFAR setting).
@@ -89,12 +112,13 @@ class SEMConfig:
     std: tuple[float, ...] = CIFAR10_STD
     out_dtype: torch.dtype | None = None
     channels_last: bool = True
-    backend: Backend = "auto"
+    backend: BackendName = "auto"
     crop_padding: int = 0
     padding_mode: PaddingMode = "zeros"
     hflip: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", canonical_backend(self.backend))
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:

@@ -1,8 +1,11 @@
 """The reference path: plain PyTorch, written to read like the paper's equations.
 
-This module is the specification every fast backend is checked against. It computes in float32
-whatever the input dtype, favours clarity over speed (dense one-hot targets, materialized
-interpolation targets) and runs on any device.
+This module is the specification every fast backend is checked against, and the
+``backend='reference'`` entry points: like every backend's, `mix_images` and `sem_loss` check
+nothing (`sem_fast.mix_images` / `sem_fast.sem_loss` / `fused_sem_step` check the arguments,
+then call a backend). It computes in float32 whatever the input dtype (float64 in float64, for
+``gradcheck`` and float64 truth in tests), favours clarity over speed (dense one-hot targets,
+materialized interpolation targets) and runs on any device.
 
 Notation (Han et al. 2023, Eq. 2, 3 and 9): ``g`` is the encoder (pooled penultimate features),
 ``h`` the linear head, ``(x_i, y_i)`` a sample and ``(x_j, y_j)`` its partner ``j = perm[i]``.
@@ -18,9 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sem_fast._checks import check_loss_args, check_mix_args
 from sem_fast.config import SEMConfig
-from sem_fast.sampling import AugmentDraw, MixDraw
+from sem_fast.draws import AugmentDraw, MixDraw
 
 
 def upcast(t: torch.Tensor) -> torch.Tensor:
@@ -82,12 +84,13 @@ def box_mask(box: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def mix_images(
-    images: torch.Tensor, draw: MixDraw, cfg: SEMConfig, *, augment: AugmentDraw | None = None
+    images: torch.Tensor, draw: MixDraw, cfg: SEMConfig, augment: AugmentDraw | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalize a batch, optionally augment it, and mix every sample with its partner.
 
     Args:
-        images: ``(B, H, W, C) uint8`` or ``(B, C, H, W)`` float (already normalized).
+        images: ``(B, H, W, C) uint8`` or ``(B, C, H, W)`` float32|bf16|fp16|float64 (already
+            normalized).
         draw: the `MixDraw` of this batch.
         cfg: its ``mean``/``std``, ``crop_padding``/``padding_mode``, ``out_dtype`` and
             ``channels_last`` are used.
@@ -101,14 +104,6 @@ def mix_images(
         ``x_mix[b] = x[b]`` with ``draw.box[b]`` taken from ``x[j]``. When ``cfg.mixes`` is False,
         ``x_mix`` is ``x_clean``. Differentiable with respect to float ``images``.
     """
-    check_mix_args(images, draw, cfg, augment)
-    return mix_images_unchecked(images, draw, cfg, augment)
-
-
-def mix_images_unchecked(
-    images: torch.Tensor, draw: MixDraw, cfg: SEMConfig, augment: AugmentDraw | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`mix_images` for arguments already checked (by `fused_sem_step`)."""
     x = as_float_nchw(images)
     if augment is not None:
         x = augment_images(x, augment, cfg)
@@ -122,10 +117,11 @@ def mix_images_unchecked(
 
     dtype = cfg.resolve_out_dtype(images)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    x_clean = x.to(dtype=dtype, memory_format=fmt)
+    # copy=True: never the caller's own tensor (float32 input), always in ``fmt``.
+    x_clean = x.to(dtype=dtype, memory_format=fmt, copy=True)
     if not cfg.mixes:
         return x_clean, x_clean
-    return x_clean, x_mix.to(dtype=dtype, memory_format=fmt)
+    return x_clean, x_mix.to(dtype=dtype, memory_format=fmt, copy=True)
 
 
 def mixed_targets(labels: torch.Tensor, draw: MixDraw, num_classes: int, label_smoothing: float) -> torch.Tensor:
@@ -177,8 +173,8 @@ def sem_loss(
     """Mixed cross-entropy plus ``gamma`` times the SEM term.
 
     Args:
-        logits: ``(B, K)`` fp32|bf16|fp16, ``h(g(x~))``.
-        z_mix: ``(B, D)`` fp32|bf16|fp16, ``g(x~)``.
+        logits: ``(B, K)`` fp32|bf16|fp16|fp64, ``h(g(x~))``.
+        z_mix: ``(B, D)`` fp32|bf16|fp16|fp64, ``g(x~)``.
         z_clean: ``(B, D)``, ``g(x)`` of the clean batch, or ``None`` when the step skipped the
             clean pass (``gamma == 0`` or no mixing): the SEM term is then 0.
         labels: ``(B,)`` int64|int32 in ``[0, K)``.
@@ -186,21 +182,9 @@ def sem_loss(
         cfg: ``gamma``, ``sem_reduction``, ``detach_target`` and ``label_smoothing`` are used.
 
     Returns:
-        ``(loss, ce, sem)``, each a ``() float32`` tensor, ``loss = ce + cfg.gamma * sem``.
+        ``(loss, ce, sem)``, each a ``() float32`` tensor (float64 for float64 input),
+        ``loss = ce + cfg.gamma * sem``.
     """
-    check_loss_args(logits, z_mix, z_clean, labels, draw, cfg)
-    return sem_loss_unchecked(logits, z_mix, z_clean, labels, draw, cfg)
-
-
-def sem_loss_unchecked(
-    logits: torch.Tensor,
-    z_mix: torch.Tensor,
-    z_clean: torch.Tensor | None,
-    labels: torch.Tensor,
-    draw: MixDraw,
-    cfg: SEMConfig,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`sem_loss` for arguments already checked (by `fused_sem_step`)."""
     ce = mixed_cross_entropy(logits, labels, draw, cfg)
     if z_clean is None:
         sem = torch.zeros((), device=logits.device)

@@ -16,9 +16,10 @@ from sem_fast._checks import (
     check_labels,
     check_padding,
 )
-from sem_fast.backends import get_backend
 from sem_fast.config import SEMConfig
-from sem_fast.sampling import AugmentDraw, MixDraw, sample_augment, sample_draw
+from sem_fast.draws import AugmentDraw, MixDraw
+from sem_fast.ops.registry import get_backend
+from sem_fast.sampling import sample_augment, sample_draw
 
 
 class EncoderClassifier(Protocol):
@@ -106,9 +107,8 @@ def fused_sem_step(
     elif cfg.augments:
         check_padding(cfg, (H, W))
         augment = sample_augment(B, cfg, device=device, generator=generator)
-    backend = get_backend(cfg.backend, device)
 
-    x_clean, x_mix = backend.mix_images(images, draw, cfg, augment)
+    x_clean, x_mix = get_backend(cfg.backend, device, images).mix_images(images, draw, cfg, augment)
     z_clean = None
     if cfg.uses_clean_pass:
         with torch.no_grad() if cfg.detach_target else contextlib.nullcontext():
@@ -117,5 +117,6 @@ def fused_sem_step(
     logits = model.classify(z_mix)
     num_classes = check_features(logits, z_mix, z_clean, B, device)
     check_labels(labels, B, device, num_classes)
+    backend = get_backend(cfg.backend, device, logits, z_mix, z_clean)
     loss, ce, sem = backend.sem_loss(logits, z_mix, z_clean, labels, draw, cfg)
     return StepOutput(loss, ce, sem, logits, draw, augment)

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from sem_fast import MixDraw, SEMConfig, StepOutput, fused_sem_step, sample_draw
+from sem_fast import MixDraw, SEMConfig, StepOutput, fused_sem_step, mix_images, sample_draw, sem_loss
 from sem_fast import reference as ref
 from sem_fast.data import load_bundled
-from sem_fast.sampling import AugmentDraw
+from sem_fast.draws import AugmentDraw
 from tests.utils import TinyNet, set_seed
 
 IMAGES, LABELS = (t[:8] for t in load_bundled("train"))
@@ -135,12 +135,12 @@ def test_bad_features_from_the_model_are_reported():
         fused_sem_step(WrongHead(), IMAGES, LABELS, CFG)
 
 
-def test_reference_ops_check_their_own_arguments():
-    draw = _bad_draw()
+def test_public_ops_check_their_arguments_on_the_reference_backend_too():
+    draw, cfg = _bad_draw(), CFG.replace(backend="reference")
     with pytest.raises(ValueError, match="z_clean must have the shape of z_mix"):
-        ref.sem_loss(torch.zeros(8, 10), torch.zeros(8, 4), torch.zeros(8, 5), LABELS, draw, CFG)
-    with pytest.raises(TypeError, match="logits must be float32, bfloat16 or float16"):
-        ref.sem_loss(torch.zeros(8, 10, dtype=torch.int64), torch.zeros(8, 4), None, LABELS, draw, CFG)
+        sem_loss(torch.zeros(8, 10), torch.zeros(8, 4), torch.zeros(8, 5), LABELS, draw, cfg)
+    with pytest.raises(TypeError, match="logits must be float32/bfloat16/float16/float64"):
+        sem_loss(torch.zeros(8, 10, dtype=torch.int64), torch.zeros(8, 4), None, LABELS, draw, cfg)
     with pytest.raises(ValueError, match="draw.perm must have shape"):
-        ref.mix_images(IMAGES[:4], draw, CFG)
+        mix_images(IMAGES[:4], draw, cfg)
     assert isinstance(draw, MixDraw)

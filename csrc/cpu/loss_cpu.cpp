@@ -1,8 +1,11 @@
-// C++ (CPU) kernels of sem_fast_ext::sem_loss, mixed_ce_backward and sem_distance_backward.
+// C++ (CPU) kernels of sem_fast_native::sem_loss and sem_loss_backward (schemas:
+// sem_fast/ops/schema.py).
 //
 // One task per row: a max pass and an exp-sum pass over the K logits (no dense target), the SEM
-// target gathered from z_clean[perm[b]] on the fly. Row results are summed in a fixed order in
-// float64, so the loss is deterministic. Semantics: sem_fast.reference.sem_loss.
+// target gathered from z_clean[perm[b]] on the fly. Everything is relative to the row max (the
+// forward saves it with log sum exp(x - max): row_stats), so logits of any magnitude keep their
+// accuracy. Row results are summed in a fixed order in float64, so the loss is deterministic.
+// Semantics: sem_fast.reference.sem_loss.
 #include <torch/library.h>
 
 #include <cmath>
@@ -21,16 +24,12 @@ inline int64_t partner_label(const int64_t* labels, const int64_t* perm, int64_t
   return (j >= 0 && j < B) ? labels[j] : -1;
 }
 
-// Row b's logit of class k, NaN for a class outside [0, K) (a bad label).
-template <typename T>
-float logit_at(const T* row, int64_t k, int64_t K) {
-  return (k >= 0 && k < K) ? static_cast<float>(row[k]) : kNaN;
-}
+inline bool label_ok(int64_t k, int64_t K) { return k >= 0 && k < K; }
 
-// Writes lse[b] and returns the mixed cross-entropy of every row, (B,).
+// Writes row_stats[b] = (max, log sum exp(x - max)) and returns the mixed cross-entropy of every row, (B,).
 template <typename T>
 std::vector<float> ce_rows(const at::Tensor& logits, const int64_t* labels, const int64_t* perm, const float* lam,
-                           float eps, float* lse) {
+                           float eps, float* row_stats) {
   const int64_t B = logits.size(0), K = logits.size(1);
   const T* x = logits.data_ptr<T>();
   std::vector<float> ce(B);
@@ -42,11 +41,14 @@ std::vector<float> ce_rows(const at::Tensor& logits, const int64_t* labels, cons
       for (int64_t k = 0; k < K; ++k) m = std::max(m, static_cast<float>(row[k]));
       // A NaN logit makes both sums NaN, whatever the max.
       const double s = chunked_sum(K, [&](int64_t k) { return exp_nonpositive(static_cast<float>(row[k]) - m); });
-      const float sum = static_cast<float>(chunked_sum(K, [&](int64_t k) { return static_cast<float>(row[k]); }));
-      lse[b] = m + static_cast<float>(std::log(s));
-      const int64_t yp = partner_label(labels, perm, b, B);
-      const float l_yp = yp < 0 ? kNaN : logit_at(row, yp, K);
-      ce[b] = mixed_ce_row(lse[b], logit_at(row, labels[b], K), l_yp, sum, lam[b], eps, K);
+      const float rel_sum = static_cast<float>(chunked_sum(K, [&](int64_t k) { return static_cast<float>(row[k]) - m; }));
+      const float log_d = static_cast<float>(std::log(s));
+      row_stats[2 * b] = m;
+      row_stats[2 * b + 1] = log_d;
+      const int64_t y = labels[b], yp = partner_label(labels, perm, b, B);
+      const bool ok = label_ok(y, K) && label_ok(yp, K);
+      ce[b] = mixed_ce_row(m, log_d, ok ? static_cast<float>(row[y]) : 0.0f, ok ? static_cast<float>(row[yp]) : 0.0f,
+                           rel_sum, lam[b], eps, K, ok);
     }
   });
   return ce;
@@ -108,19 +110,22 @@ at::Tensor scalar(float v, const at::Tensor& like) {
   return t;
 }
 
+// What the summed squared SEM error is divided by: every element ('mean'), or every row ('sum').
+inline double sem_count(int64_t B, int64_t D, bool sem_mean) { return sem_mean ? static_cast<double>(B) * D : B; }
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cpu(
     const at::Tensor& logits, const at::Tensor& z_mix, const c10::optional<at::Tensor>& z_clean,
-    const at::Tensor& labels, const at::Tensor& perm, const at::Tensor& lam, double label_smoothing, double gamma,
+    const at::Tensor& labels, const at::Tensor& perm, const at::Tensor& lam, double gamma, double label_smoothing,
     bool sem_mean) {
   const LossArgs a = prepare_loss_args(perm, lam, &labels, &logits, &z_mix, z_clean ? &*z_clean : nullptr);
   const int64_t B = a.B;
   const int64_t* p = a.perm.data_ptr<int64_t>();
   const float* l = a.lam.data_ptr<float>();
-  at::Tensor lse = at::empty({B}, logits.options().dtype(at::kFloat));
+  at::Tensor row_stats = at::empty({B, 2}, logits.options().dtype(at::kFloat));
   std::vector<float> ce_row;
   dispatch_float(a.logits.scalar_type(), [&](auto tag) {
     ce_row = ce_rows<decltype(tag)>(a.logits, a.labels.data_ptr<int64_t>(), p, l, static_cast<float>(label_smoothing),
-                                    lse.data_ptr<float>());
+                                    row_stats.data_ptr<float>());
   });
   double ce_total = 0.0;
   for (float c : ce_row) ce_total += c;
@@ -131,76 +136,60 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cpu(
     double total = 0.0;
     dispatch_float(a.z_mix.scalar_type(),
                    [&](auto tag) { total = sem_sum<decltype(tag)>(a.z_mix, a.z_clean, p, l); });
-    sem = static_cast<float>(total / (sem_mean ? static_cast<double>(B) * a.z_mix.size(1) : B));
+    sem = static_cast<float>(total / sem_count(B, a.z_mix.size(1), sem_mean));
   }
   const float loss = ce + static_cast<float>(gamma) * sem;
-  return {scalar(loss, logits), scalar(ce, logits), scalar(sem, logits), lse};
+  return {scalar(loss, logits), scalar(ce, logits), scalar(sem, logits), row_stats};
 }
 
-at::Tensor mixed_ce_backward_cpu(const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& labels,
-                                 const at::Tensor& perm, const at::Tensor& lam, const at::Tensor& lse,
-                                 double label_smoothing) {
-  const LossArgs a = prepare_loss_args(perm, lam, &labels, &logits, nullptr, nullptr);
+// dlogits (B, K) = scale * (softmax(logits) - mixed smoothed target), softmax from row_stats.
+template <typename T>
+void mixed_ce_backward(const LossArgs& a, const float* row_stats, float scale, float eps, at::Tensor& dlogits) {
   const int64_t B = a.B, K = a.logits.size(1);
-  check_array(lse, "lse", at::kFloat, {B}, perm);
-  const float scale = check_scalar_grad(grad, "grad", perm).item<float>() / static_cast<float>(B);
-  const float eps = static_cast<float>(label_smoothing);
-  const at::Tensor s = lse.contiguous();
-  const at::Tensor& x = a.logits;
+  const T* xv = a.logits.data_ptr<T>();
   const int64_t* yv = a.labels.data_ptr<int64_t>();
   const int64_t* pv = a.perm.data_ptr<int64_t>();
   const float* lv = a.lam.data_ptr<float>();
-  const float* sv = s.data_ptr<float>();
-  at::Tensor dlogits = at::empty_like(x);
-  dispatch_float(x.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    const T* xv = x.data_ptr<T>();
-    T* dv = dlogits.data_ptr<T>();
-    at::parallel_for(0, B, row_grain(K), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t y = yv[b], yp = partner_label(yv, pv, b, B);
-        const float l = lv[b], row_lse = sv[b];
-        const T* row = xv + b * K;
-        T* d_row = dv + b * K;
-        auto grad_at = [&](int64_t k, float target) {
-          return static_cast<T>(scale * (exp_nonpositive(static_cast<float>(row[k]) - row_lse) - target));
-        };
-        // Every class but the two labels has the target eps / K (mixed_target with no hard part);
-        // the labels' entries are then rewritten with their full target.
-        const float smooth = eps / static_cast<float>(K);
-#pragma omp simd
-        for (int64_t k = 0; k < K; ++k) d_row[k] = grad_at(k, smooth);
-        for (const int64_t k : {y, yp}) {
-          if (k >= 0 && k < K) d_row[k] = grad_at(k, mixed_target(k, y, yp, l, eps, K));
-        }
+  T* dv = dlogits.data_ptr<T>();
+  at::parallel_for(0, B, row_grain(K), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t y = yv[b], yp = partner_label(yv, pv, b, B);
+      const float l = lv[b], m = row_stats[2 * b], log_d = row_stats[2 * b + 1];
+      const T* row = xv + b * K;
+      T* d_row = dv + b * K;
+      if (!(label_ok(y, K) && label_ok(yp, K))) {
+        std::fill(d_row, d_row + K, static_cast<T>(kNaN));
+        continue;
       }
-    });
+      auto grad_at = [&](int64_t k, float target) {
+        return static_cast<T>(scale * (exp_nonpositive((static_cast<float>(row[k]) - m) - log_d) - target));
+      };
+      // Every class but the two labels has the target eps / K (mixed_target with no hard part);
+      // the labels' entries are then rewritten with their full target.
+      const float smooth = eps / static_cast<float>(K);
+#pragma omp simd
+      for (int64_t k = 0; k < K; ++k) d_row[k] = grad_at(k, smooth);
+      for (const int64_t k : {y, yp}) d_row[k] = grad_at(k, mixed_target(k, y, yp, l, eps, K));
+    }
   });
-  return dlogits;
 }
 
-std::tuple<at::Tensor, at::Tensor> sem_distance_backward_cpu(const at::Tensor& grad, const at::Tensor& z_mix,
-                                                             const at::Tensor& z_clean, const at::Tensor& perm,
-                                                             const at::Tensor& lam, bool sem_mean, bool with_clean) {
-  const LossArgs a = prepare_loss_args(perm, lam, nullptr, nullptr, &z_mix, &z_clean);
+// dz_mix = c2 * u and (dz_clean defined) dz_clean[b] = -c2 * (lam[b] * u[b] + (1 - lam[m]) * u[m]),
+// u the SEM error and m = inv[b] the sample whose partner is b.
+template <typename T>
+void sem_distance_backward(const LossArgs& a, float c2, at::Tensor& dz_mix, at::Tensor& dz_clean) {
   const int64_t B = a.B, D = a.z_mix.size(1);
-  const float g = check_scalar_grad(grad, "grad", perm).item<float>();
-  const float c2 = 2.0f * g / static_cast<float>(sem_mean ? static_cast<double>(B) * D : B);
-  const at::Tensor &zm = a.z_mix, &zc = a.z_clean;
+  const T* zmv = a.z_mix.data_ptr<T>();
+  const T* zcv = a.z_clean.data_ptr<T>();
   const int64_t* pv = a.perm.data_ptr<int64_t>();
   const float* lv = a.lam.data_ptr<float>();
-  const std::vector<int64_t> inv = inverse_permutation(pv, B);
-  at::Tensor dz_mix = at::empty_like(zm);
-  at::Tensor dz_clean = with_clean ? at::empty_like(zc) : at::empty({0}, z_clean.options());
-  dispatch_float(zm.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    const T* zmv = zm.data_ptr<T>();
-    const T* zcv = zc.data_ptr<T>();
-    T* dm = dz_mix.data_ptr<T>();
-    T* dc = with_clean ? dz_clean.data_ptr<T>() : nullptr;
-    at::parallel_for(0, B, row_grain(D), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const SemRow<T> row(zmv, zcv, pv, lv, B, D, b);
+  T* dm = dz_mix.defined() ? dz_mix.data_ptr<T>() : nullptr;
+  T* dc = dz_clean.defined() ? dz_clean.data_ptr<T>() : nullptr;
+  const std::vector<int64_t> inv = dc != nullptr ? inverse_permutation(pv, B) : std::vector<int64_t>();
+  at::parallel_for(0, B, row_grain(D), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const SemRow<T> row(zmv, zcv, pv, lv, B, D, b);
+      if (dm != nullptr) {
         T* dm_b = dm + b * D;
         if (row.ok) {
 #pragma omp simd
@@ -208,32 +197,63 @@ std::tuple<at::Tensor, at::Tensor> sem_distance_backward_cpu(const at::Tensor& g
         } else {
           std::fill(dm_b, dm_b + D, static_cast<T>(kNaN));
         }
-        if (dc == nullptr) continue;
-        // Sample b is the partner of m = inv[b]: the target of m holds (1 - lam[m]) * z_clean[b].
-        const int64_t m = inv[b];
-        T* dc_b = dc + b * D;
-        if (m < 0 || !row.ok) {
-          std::fill(dc_b, dc_b + D, static_cast<T>(kNaN));
-          continue;
-        }
-        const SemRow<T> partner_row(zmv, zcv, pv, lv, B, D, m);
-        const float own = lv[b], partner = 1.0f - lv[m];
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) {
-          dc_b[d] = static_cast<T>(-c2 * (own * row.error(d) + partner * partner_row.error(d)));
-        }
       }
-    });
+      if (dc == nullptr) continue;
+      // Sample b is the partner of m = inv[b]: the target of m holds (1 - lam[m]) * z_clean[b].
+      const int64_t m = inv[b];
+      T* dc_b = dc + b * D;
+      if (m < 0 || !row.ok) {
+        std::fill(dc_b, dc_b + D, static_cast<T>(kNaN));
+        continue;
+      }
+      const SemRow<T> partner_row(zmv, zcv, pv, lv, B, D, m);
+      const float own = lv[b], partner = 1.0f - lv[m];
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        dc_b[d] = static_cast<T>(-c2 * (own * row.error(d) + partner * partner_row.error(d)));
+      }
+    }
   });
-  // Mixed input dtypes were computed in float32: return each gradient in its input's dtype.
-  return {dz_mix.to(z_mix.scalar_type()), with_clean ? dz_clean.to(z_clean.scalar_type()) : dz_clean};
+}
+
+inline float value_or_zero(const at::Tensor& t) { return t.defined() ? *t.data_ptr<float>() : 0.0f; }
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sem_loss_backward_cpu(
+    const c10::optional<at::Tensor>& grad_loss, const c10::optional<at::Tensor>& grad_ce,
+    const c10::optional<at::Tensor>& grad_sem, const at::Tensor& logits, const at::Tensor& z_mix,
+    const c10::optional<at::Tensor>& z_clean, const at::Tensor& labels, const at::Tensor& perm, const at::Tensor& lam,
+    const at::Tensor& row_stats, double gamma, double label_smoothing, bool sem_mean, bool logits_grad,
+    bool z_mix_grad, bool z_clean_grad) {
+  const LossArgs a = prepare_loss_args(perm, lam, &labels, &logits, &z_mix, z_clean ? &*z_clean : nullptr);
+  check_loss_grad_flags(a, z_mix_grad, z_clean_grad);
+  const at::Tensor stats = check_row_stats(row_stats, a.B, perm);
+  const float g_loss = value_or_zero(check_scalar_grad(grad_loss, "grad_loss", perm));
+  const float g_ce = g_loss + value_or_zero(check_scalar_grad(grad_ce, "grad_ce", perm));
+  const float g_sem = static_cast<float>(gamma) * g_loss + value_or_zero(check_scalar_grad(grad_sem, "grad_sem", perm));
+
+  at::Tensor dlogits = logits_grad ? at::empty_like(a.logits) : at::empty({0}, logits.options());
+  if (logits_grad) {
+    dispatch_float(a.logits.scalar_type(), [&](auto tag) {
+      mixed_ce_backward<decltype(tag)>(a, stats.data_ptr<float>(), g_ce / static_cast<float>(a.B),
+                                       static_cast<float>(label_smoothing), dlogits);
+    });
+  }
+  at::Tensor dz_mix = z_mix_grad ? at::empty_like(a.z_mix) : at::Tensor();
+  at::Tensor dz_clean = z_clean_grad ? at::empty_like(a.z_clean) : at::Tensor();
+  if (z_mix_grad || z_clean_grad) {
+    const float c2 = static_cast<float>(2.0 * g_sem / sem_count(a.B, a.z_mix.size(1), sem_mean));
+    dispatch_float(a.z_mix.scalar_type(),
+                   [&](auto tag) { sem_distance_backward<decltype(tag)>(a, c2, dz_mix, dz_clean); });
+  }
+  // Mixed feature dtypes were computed in float32: return each gradient in its input's dtype.
+  return {dlogits, z_mix_grad ? dz_mix.to(z_mix.scalar_type()) : at::empty({0}, z_mix.options()),
+          z_clean_grad ? dz_clean.to(z_clean->scalar_type()) : at::empty({0}, z_mix.options())};
 }
 
 }  // namespace
 }  // namespace sem_fast::cpu
 
-TORCH_LIBRARY_IMPL(sem_fast_ext, CPU, m) {
+TORCH_LIBRARY_IMPL(sem_fast_native, CPU, m) {
   m.impl("sem_loss", &sem_fast::cpu::sem_loss_cpu);
-  m.impl("mixed_ce_backward", &sem_fast::cpu::mixed_ce_backward_cpu);
-  m.impl("sem_distance_backward", &sem_fast::cpu::sem_distance_backward_cpu);
+  m.impl("sem_loss_backward", &sem_fast::cpu::sem_loss_backward_cpu);
 }

@@ -1,4 +1,5 @@
-// C++ (CPU) kernels of sem_fast_ext::mix_images and mix_images_backward (see csrc/ops.cpp).
+// C++ (CPU) kernels of sem_fast_native::mix_images and mix_images_backward (schemas:
+// sem_fast/ops/schema.py).
 //
 // One pass over the output: each (sample, row) task reads its own and its partner's augmented,
 // normalized pixels once and writes x_clean and x_mix. Semantics: sem_fast.reference.mix_images.
@@ -172,9 +173,9 @@ at::Tensor mix_images_backward_cpu(const c10::optional<at::Tensor>& grad_clean,
                                    const at::Tensor& perm, const at::Tensor& lam, const at::Tensor& box,
                                    const at::Tensor& is_cutmix, const c10::optional<at::Tensor>& offset,
                                    const c10::optional<at::Tensor>& flip, int64_t crop_padding, bool reflect,
-                                   at::ScalarType in_dtype) {
+                                   at::ScalarType in_dtype, bool channels_last) {
   const MixBackward g = prepare_mix_backward(grad_clean, grad_mix, perm, lam, box, is_cutmix, offset, flip,
-                                             crop_padding, reflect, in_dtype);
+                                             crop_padding, reflect, in_dtype, channels_last);
   const at::ScalarType grad_dtype = (grad_clean.has_value() ? *grad_clean : *grad_mix).scalar_type();
   dispatch_float(grad_dtype, [&](auto g_tag) {
     dispatch_float(in_dtype, [&](auto in_tag) { mix_backward<decltype(g_tag), decltype(in_tag)>(g); });
@@ -185,7 +186,7 @@ at::Tensor mix_images_backward_cpu(const c10::optional<at::Tensor>& grad_clean,
 }  // namespace
 }  // namespace sem_fast::cpu
 
-TORCH_LIBRARY_IMPL(sem_fast_ext, CPU, m) {
+TORCH_LIBRARY_IMPL(sem_fast_native, CPU, m) {
   m.impl("mix_images", &sem_fast::cpu::mix_images_cpu);
   m.impl("mix_images_backward", &sem_fast::cpu::mix_images_backward_cpu);
 }

@@ -21,9 +21,9 @@ enum class DType : int { kUInt8, kFloat32, kBFloat16, kFloat16 };
 cudaError_t launch_mix_forward(const void* images, DType in, DType out, const MixParams& p, const DrawView& d,
                                void* x_clean, void* x_mix, cudaStream_t stream);
 
-// (grad_clean, grad_mix) -> grad_images (contiguous (B, C, H, W) of dtype in); a null gradient
-// (p.has_grad_clean / p.has_grad_mix false) counts as zeros. inv_scratch:
-// B int64 values of device memory for the inverse permutation.
+// (grad_clean, grad_mix) -> grad_images ((B, C, H, W) of dtype in, strides in p.grad_in); a null
+// gradient (p.has_grad_clean / p.has_grad_mix false) counts as zeros. inv_scratch: B int64 values
+// of device memory for the inverse permutation.
 cudaError_t launch_mix_backward(const void* grad_clean, const void* grad_mix, DType grad, DType in,
                                 const MixGradParams& p, const DrawView& d, int64_t* inv_scratch, void* grad_images,
                                 cudaStream_t stream);
@@ -35,22 +35,29 @@ struct LossParams {
   bool sem_mean;  // 'mean' reduction (divide by B * D), else 'sum' (divide by B)
 };
 
-// -> lse (B,), loss, ce, sem (one float each). z_clean null: no SEM term (sem = 0).
-// row_scratch: 2 * B floats of device memory. labels, perm: (B,) int64; lam: (B,) fp32.
+// The incoming () float32 gradients of loss, ce and sem on the device; null: absent (zero).
+struct LossGrads {
+  const float* loss;
+  const float* ce;
+  const float* sem;
+};
+
+// -> row_stats (B, 2) (row max, log sum exp(x - max)), loss, ce, sem (one float each). z_clean
+// null: no SEM term (sem = 0). row_scratch: 2 * B floats of device memory. labels, perm: (B,)
+// int64; lam: (B,) fp32.
 cudaError_t launch_sem_loss(const void* logits, DType logits_type, const void* z_mix, const void* z_clean,
                             DType z_type, const int64_t* labels, const int64_t* perm, const float* lam,
-                            const LossParams& p, float* lse, float* row_scratch, float* loss, float* ce, float* sem,
-                            cudaStream_t stream);
+                            const LossParams& p, float* row_stats, float* row_scratch, float* loss, float* ce,
+                            float* sem, cudaStream_t stream);
 
-// dlogits (B, K) = grad[0] / B * (softmax(logits) - mixed smoothed target).
-cudaError_t launch_mixed_ce_backward(const float* grad, const void* logits, DType logits_type, const int64_t* labels,
-                                     const int64_t* perm, const float* lam, const float* lse, const LossParams& p,
-                                     void* dlogits, cudaStream_t stream);
-
-// dz_mix and (dz_clean non-null) dz_clean, (B, D) each, of the SEM term times grad[0].
-// inv_scratch: B int64 values of device memory.
-cudaError_t launch_sem_distance_backward(const float* grad, const void* z_mix, const void* z_clean, DType z_type,
-                                         const int64_t* perm, const float* lam, const LossParams& p,
-                                         int64_t* inv_scratch, void* dz_mix, void* dz_clean, cudaStream_t stream);
+// Gradients of the loss: dlogits (B, K) = d_ce / B * (softmax - mixed smoothed target), the softmax
+// from row_stats; dz_mix and dz_clean (B, D) of the SEM term times d_sem; with d_ce = g_loss + g_ce
+// and d_sem = gamma * g_loss + g_sem. A null output is not computed. inv_scratch: B int64 values of
+// device memory (used when dz_clean is wanted).
+cudaError_t launch_sem_loss_backward(const LossGrads& grads, const void* logits, DType logits_type,
+                                     const void* z_mix, const void* z_clean, DType z_type, const int64_t* labels,
+                                     const int64_t* perm, const float* lam, const float* row_stats,
+                                     const LossParams& p, int64_t* inv_scratch, void* dlogits, void* dz_mix,
+                                     void* dz_clean, cudaStream_t stream);
 
 }  // namespace sem_fast::cuda

@@ -1,4 +1,5 @@
-// CUDA kernels of sem_fast_ext::mix_images and mix_images_backward. Torch-free (see kernels.h).
+// CUDA kernels of sem_fast_native::mix_images and mix_images_backward (schemas: sem_fast/ops/schema.py).
+// Torch-free (see kernels.h).
 //
 // Forward: one thread per output element in the outputs' memory order, so writes are coalesced,
 // and so are reads when the input has that layout (uint8 NHWC loader batches -> channels_last).
@@ -92,7 +93,7 @@ struct ChannelGrad {
   }
 };
 
-// One thread per element of the contiguous (B, C, H, W) input gradient.
+// One thread per element of the (B, C, H, W) input gradient, in NCHW index order.
 template <typename g_t, typename in_t>
 __global__ void mix_backward_kernel(const g_t* __restrict__ g_clean, const g_t* __restrict__ g_mix,
                                     const MixGradParams p, const DrawView d, const int64_t* __restrict__ inv,

@@ -1,12 +1,15 @@
-"""Triton implementations of the two fused ops, registered as ``torch.library`` custom ops.
+"""The two fused ops and the backends that run them.
 
-``sem_fast.ops.mix.mix_images`` and ``sem_fast.ops.sem_loss.sem_loss`` (same signatures and checks
-as `sem_fast.reference`). Importing this package imports Triton and registers
-``sem_fast::mix_images``, ``sem_fast::mix_images_backward``, ``sem_fast::sem_loss`` and
-``sem_fast::sem_loss_backward``. On CPU the kernels run in Triton's interpreter, which must be
-switched on (``TRITON_INTERPRET=1``) before this package is first imported.
+- `functional`: the public, argument-checking `mix_images` and `sem_loss`.
+- `registry`: which backend runs an op (``'reference'``, ``'triton'``, ``'native'``, ``'auto'``).
+- `schema`: the ops' schemas, fake kernels and autograd, defined once for every fast backend.
+- `triton/`: the Triton kernels. `native/`: the Python side of the C++/CUDA kernels in ``csrc/``.
+
+The fast backends load on first use (`registry.get_backend`), so importing this package imports
+neither Triton nor the compiled extension.
 """
 
-from sem_fast.ops import mix, sem_loss
+from sem_fast.ops.functional import mix_images, sem_loss
+from sem_fast.ops.registry import available_backends, get_backend
 
-__all__ = ["mix", "sem_loss"]
+__all__ = ["available_backends", "get_backend", "mix_images", "sem_loss"]

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sem_fast.config import SEMConfig
+from sem_fast.config import BACKEND_CHOICES, SEMConfig, canonical_backend
 from sem_fast.data import LOADER_BACKENDS
 from sem_fast.train.train_sets import TRAIN_SETS, TrainSet
 
@@ -72,7 +72,7 @@ class TrainConfig:
     label_smoothing: float = field(default=0.0, metadata=_help("label smoothing of the cross-entropy"))
     crop_padding: int = field(default=4, metadata=_help("random-crop padding in pixels (0: no crop)"))
     hflip: bool = field(default=True, metadata=_help("random horizontal flips"))
-    backend: str = field(default="auto", metadata=_help("fused-op backend", ("auto", "triton", "cuda", "reference")))
+    backend: str = field(default="auto", metadata=_help("fused-op backend", BACKEND_CHOICES))
     # Runtime.
     seed: int = field(default=0, metadata=_help("seed of the model init, loader order and mixing draws"))
     device: str = field(default="auto", metadata=_help("auto (cuda if available), cpu, cuda, cuda:1, ..."))
@@ -114,6 +114,7 @@ class TrainConfig:
             raise ValueError(
                 f"milestones (--milestones) must be increasing fractions of the run in (0, 1), got {self.milestones}"
             )
+        object.__setattr__(self, "backend", canonical_backend(self.backend))  # 'cuda' -> 'native', warned
         self._check_classes()
         self.sem_config()  # validates the method fields, naming the SEMConfig field
 

@@ -18,7 +18,8 @@ from torch import nn
 
 import sem_fast
 from sem_fast import SEMConfig, StepOutput, fused_sem_step, sample_draw
-from sem_fast.sampling import AugmentDraw, MixDraw, sample_augment
+from sem_fast.draws import AugmentDraw, MixDraw
+from sem_fast.sampling import sample_augment
 from sem_fast.train.build import autocast_dtype, build_model, build_optimizer, build_scheduler, pick_device
 from sem_fast.train.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from sem_fast.train.config import RESUMABLE_CHANGES, TrainConfig

@@ -1,6 +1,6 @@
 """Inputs of the fused-op tests, shared by every backend's suite: image batches in each accepted
-layout, draws, loss problems, their plain-PyTorch low-precision versions, and the argument lists
-of the backends' raw ops."""
+layout, draws, loss problems, their plain-PyTorch low-precision versions, and the argument list
+of the raw mix op."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sem_fast import MixDraw, SEMConfig, sample_draw
 from sem_fast import reference as ref
-from sem_fast.sampling import AugmentDraw
+from sem_fast.draws import AugmentDraw
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 IMAGE_KINDS = ["uint8", "uint8_strided", "float", "float_channels_last", "float_strided"]
@@ -76,14 +76,14 @@ def plain_mix(images, draw, cfg, augment, dtype):
     return x, torch.where(draw.is_cutmix.view(B, 1, 1, 1), paste, lerp)
 
 
-def mix_op_args(backend: str, images, draw: MixDraw, cfg: SEMConfig, augment: AugmentDraw | None) -> tuple:
-    """The arguments of backend ``'triton'``'s ``torch.ops.sem_fast.mix_images`` or backend
-    ``'cuda'``'s ``torch.ops.sem_fast_ext.mix_images`` for `mix_images(images, draw, cfg, augment=...)`."""
+def mix_op_args(images, draw: MixDraw, cfg: SEMConfig, augment: AugmentDraw | None) -> tuple:
+    """The arguments of a backend's raw ``torch.ops.<namespace>.mix_images`` (one schema for every
+    backend: `sem_fast.ops.schema`) for `mix_images(images, draw, cfg, augment=...)`."""
     offset, flip = (None, None) if augment is None else augment
-    shared = (*draw, offset, flip, list(cfg.mean), list(cfg.std), cfg.crop_padding, cfg.padding_mode == "reflect")
-    out_dtype, channels_last, mixes = cfg.resolve_out_dtype(images), cfg.channels_last, cfg.mixes
-    last = (mixes, out_dtype, channels_last) if backend == "triton" else (out_dtype, channels_last, mixes)
-    return (images, *shared, *last)
+    return (
+        images, *draw, offset, flip, list(cfg.mean), list(cfg.std), cfg.crop_padding, cfg.padding_mode == "reflect",
+        cfg.resolve_out_dtype(images), cfg.channels_last, cfg.mixes,
+    )  # fmt: skip
 
 
 # --- the loss op --------------------------------------------------------------------------------

@@ -3,36 +3,45 @@ this machine has, skipped (with the registry's reason) where it cannot run."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from typing import NamedTuple
 
 import pytest
 import torch
 
-from sem_fast import available_backends
-from sem_fast.backends import get_backend
+import sem_fast
+from sem_fast import SEMConfig, available_backends
+from sem_fast.ops.registry import get_backend
+from sem_fast.ops.schema import NAMESPACES
 
-#: Backend name -> modules holding its public (argument-checking) ``mix_images`` and ``sem_loss``.
-PUBLIC_MODULES = {"triton": ("sem_fast.ops.mix", "sem_fast.ops.sem_loss"), "cuda": ("sem_fast.ext", "sem_fast.ext")}
 DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-class FastBackend(NamedTuple):
-    """One fast backend on one device: its public ops (reference signatures, checked arguments)
-    and the unchecked entry points the registry hands to `fused_sem_step`."""
+class FastBackend:
+    """One fast backend on one device: the public ops with ``cfg.backend`` set to it (checked
+    arguments, reference signatures), the registry's unchecked entry points, and its raw ops
+    (``torch.ops.<namespace>``)."""
 
-    name: str
-    device: torch.device
-    mix_images: Callable
-    sem_loss: Callable
-    mix_images_unchecked: Callable
-    sem_loss_unchecked: Callable
+    def __init__(self, name: str, device: str) -> None:
+        self.name = name
+        self.device = torch.device(device)
+        unchecked = get_backend(name, device)
+        self.mix_images_unchecked: Callable = unchecked.mix_images
+        self.sem_loss_unchecked: Callable = unchecked.sem_loss
+        self.ops = getattr(torch.ops, NAMESPACES[name])
+
+    def _cfg(self, cfg):
+        return cfg.replace(backend=self.name) if isinstance(cfg, SEMConfig) else cfg
+
+    def mix_images(self, images, draw, cfg, *, augment=None):
+        return sem_fast.mix_images(images, draw, self._cfg(cfg), augment=augment)
+
+    def sem_loss(self, logits, z_mix, z_clean, labels, draw, cfg):
+        return sem_fast.sem_loss(logits, z_mix, z_clean, labels, draw, self._cfg(cfg))
 
 
 @pytest.fixture(
     scope="session",
-    params=[(name, device) for name in PUBLIC_MODULES for device in DEVICES],
+    params=[(name, device) for name in NAMESPACES for device in DEVICES],
     ids=lambda param: "-".join(param),
 )
 def backend(request) -> FastBackend:
@@ -40,13 +49,4 @@ def backend(request) -> FastBackend:
     reason = available_backends(device)[name]
     if reason is not None:
         pytest.skip(reason)
-    mix_module, loss_module = (importlib.import_module(module) for module in PUBLIC_MODULES[name])
-    unchecked = get_backend(name, device)
-    return FastBackend(
-        name,
-        torch.device(device),
-        mix_module.mix_images,
-        loss_module.sem_loss,
-        unchecked.mix_images,
-        unchecked.sem_loss,
-    )
+    return FastBackend(name, device)

@@ -24,9 +24,9 @@ def compile_variants() -> int:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import sem_fast.ops.mix as mix
-    import sem_fast.ops.sem_loss as sl
-    from sem_fast.ops import _utils
+    import sem_fast.ops.triton.loss as sl
+    import sem_fast.ops.triton.mix as mix
+    from sem_fast.ops.triton import utils as _utils
 
     mix.interpreted = sl.interpreted = lambda device: False
     sl._sm_count = lambda device: 132  # an H100's SM count
@@ -57,23 +57,21 @@ def compile_variants() -> int:
         pointers = dict(gc_ptr=out, gm_ptr=out, dx_ptr=x if x != "*u8" else out, inv_ptr="*i64", **draw)
         compile_(mix._mix_backward_kernel, pointers, {}, dict(HAS_GC=channels_last, HAS_GM=mixes, **flags), warps)
 
-    floats = dict(smoothing="fp32", inv_B="fp32", sem_grad_scale="fp32", gamma="fp32")
-    for (B, K, D), dtype, has_sem, grad in (
-        ((512, 100, 640), "*bf16", True, True),  # K and D blocks of different widths
-        ((64, 32768, 17), "*fp32", True, True),
-        ((512, 10, 512), "*fp16", False, False),
+    floats = dict(smoothing="fp32", inv_B="fp32", sem_scale="fp32", gamma="fp32")
+    for (B, K, D), dtype, has_sem in (
+        ((512, 100, 640), "*bf16", True),  # K and D blocks of different widths
+        ((64, 32768, 17), "*fp32", True),
+        ((512, 10, 512), "*fp16", False),
     ):
         bb, bk, bd, warps = sl._geometry(B, K, D, gpu)
         blocks = dict(BLOCK_B=bb, BLOCK_K=bk, BLOCK_D=bd)
-        pointers = dict(
-            logits_ptr=dtype, zm_ptr=dtype, zc_ptr=dtype, labels_ptr="*i64", perm_ptr="*i64", lam_ptr="*fp32",
-            ce_rows_ptr="*fp32", sem_rows_ptr="*fp32", dl_ptr="*fp32", dz_ptr="*fp32",
-        )
-        constexprs = dict(HAS_SEM=has_sem, GRAD=grad, ONE_K_BLOCK=K <= bk, **blocks)
+        inputs = dict(logits_ptr=dtype, zm_ptr=dtype, zc_ptr=dtype, labels_ptr="*i64", perm_ptr="*i64", lam_ptr="*fp32")
+        pointers = dict(ce_rows_ptr="*fp32", sem_rows_ptr="*fp32", stats_ptr="*fp32", **inputs)
+        constexprs = dict(HAS_SEM=has_sem, ONE_K_BLOCK=K <= bk, **blocks)
         compile_(sl._sem_loss_forward_kernel, pointers, floats, constexprs, warps)
         pointers = dict(
-            g_loss_ptr="*fp32", g_ce_ptr="*fp32", g_sem_ptr="*fp32", dl_unit_ptr="*fp32", dz_unit_ptr="*fp32",
-            inv_ptr="*i64", lam_ptr="*fp32", dlogits_ptr=dtype, dz_mix_ptr=dtype, dz_clean_ptr=dtype,
+            g_loss_ptr="*fp32", g_ce_ptr="*fp32", g_sem_ptr="*fp32", stats_ptr="*fp32", inv_ptr="*i64",
+            dlogits_ptr=dtype, dz_mix_ptr=dtype, dz_clean_ptr=dtype, **inputs,
         )
         for flags in itertools.product([True, False], repeat=3):
             names = ("HAS_G_LOSS", "HAS_G_CE", "HAS_G_SEM")

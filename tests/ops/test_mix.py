@@ -1,8 +1,8 @@
-"""Every fast backend's mix op (``backend`` fixture: Triton `sem_fast.ops.mix`, the compiled
-`sem_fast.ext`, on each device they run on) against the reference: values and gradients in fp32,
-bf16 and fp16, odd shapes and layouts, edge draws, random batches (hypothesis), opcheck,
-bad input, out-of-range values through the unchecked entry point. torch.compile of each backend:
-``test_triton_backend.py`` and ``tests/ext/test_ext_backend.py``.
+"""Every fast backend's mix op (``backend`` fixture: ``'triton'`` and ``'native'``, on each device
+they run on) against the reference: values and gradients in fp32, bf16 and fp16, odd shapes and
+layouts, edge draws, random batches (hypothesis), opcheck, double backward, bad input,
+out-of-range values through the unchecked entry point. torch.compile of each backend:
+``test_triton_backend.py`` and ``tests/ext/test_native_backend.py``.
 
 On CPU the Triton kernels run in Triton's interpreter (the root ``conftest.py`` sets
 TRITON_INTERPRET=1). Inputs are built on the CPU and moved to the backend's device.
@@ -13,8 +13,6 @@ the atol covers values near 0). bf16/fp16: flash-attention's rule,
 the same rounded inputs and ``plain`` plain PyTorch doing the mix arithmetic in that dtype.
 """
 
-import re
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -22,7 +20,8 @@ from hypothesis import strategies as st
 
 from sem_fast import sample_draw
 from sem_fast import reference as ref
-from sem_fast.sampling import AugmentDraw, sample_augment
+from sem_fast.draws import AugmentDraw
+from sem_fast.sampling import sample_augment
 from tests.ops.cases import (
     DTYPES,
     IMAGE_KINDS,
@@ -224,42 +223,48 @@ def _draw_with(**fields):
     return switch_draw(4, 7, 9, torch.Generator().manual_seed(0))._replace(**fields)
 
 
+#: name -> (arguments, error type, pattern of its message): the message names the argument.
 BAD_INPUTS = {
-    "int32_images": _bad(images=torch.zeros(4, 7, 9, 3, dtype=torch.int32)),
-    "3d_images": _bad(images=torch.zeros(7, 9, 3, dtype=torch.uint8)),
-    "channels_differ_from_mean": _bad(images=torch.zeros(4, 7, 9, 1, dtype=torch.uint8)),
-    "perm_int32": _bad(draw=_draw_with(perm=torch.arange(4, dtype=torch.int32))),
-    "perm_not_a_permutation": _bad(draw=_draw_with(perm=torch.zeros(4, dtype=torch.int64))),
-    "lam_wrong_shape": _bad(draw=_draw_with(lam=torch.ones(3))),
-    "box_outside_image": _bad(
-        draw=given_draw([1, 2, 3, 0], [0.5] * 4, [[0, 8, 0, 2]] + [[0, 0, 0, 0]] * 3, [True, False, False, False])
+    "int32_images": (_bad(images=torch.zeros(4, 7, 9, 3, dtype=torch.int32)), TypeError, "images must be uint8"),
+    "3d_images": (_bad(images=torch.zeros(7, 9, 3, dtype=torch.uint8)), ValueError, "images must be 4-D"),
+    "channels_differ_from_mean": (
+        _bad(images=torch.zeros(4, 7, 9, 1, dtype=torch.uint8)), ValueError, "images have 1 channels but cfg.mean"
     ),
-    "augment_offset_too_large": _bad(
-        cfg=mix_cfg(3, crop_padding=1),
-        augment=AugmentDraw(torch.full((4, 2), 3, dtype=torch.int32), torch.zeros(4, dtype=torch.bool)),
+    "perm_int32": (_bad(draw=_draw_with(perm=torch.arange(4, dtype=torch.int32))), TypeError, "draw.perm must be"),
+    "perm_not_a_permutation": (
+        _bad(draw=_draw_with(perm=torch.zeros(4, dtype=torch.int64))), ValueError, "draw.perm must be a permutation"
     ),
-    "reflect_padding_too_large": _bad(
-        cfg=mix_cfg(3, crop_padding=7, padding_mode="reflect"),
-        augment=AugmentDraw(torch.zeros(4, 2, dtype=torch.int32), torch.zeros(4, dtype=torch.bool)),
+    "lam_wrong_shape": (_bad(draw=_draw_with(lam=torch.ones(3))), ValueError, "draw.lam must have shape"),
+    "box_outside_image": (
+        _bad(draw=given_draw([1, 2, 3, 0], [0.5] * 4, [[0, 8, 0, 2]] + [[0, 0, 0, 0]] * 3, [True, False, False, False])),
+        ValueError,
+        r"draw.box\[0\] = \[0, 8, 0, 2\]",
     ),
-    "cfg_not_a_config": _bad(cfg={"mix": "mixup"}),
+    "augment_offset_too_large": (
+        _bad(
+            cfg=mix_cfg(3, crop_padding=1),
+            augment=AugmentDraw(torch.full((4, 2), 3, dtype=torch.int32), torch.zeros(4, dtype=torch.bool)),
+        ),
+        ValueError,
+        "augment.offset must lie in",
+    ),
+    "reflect_padding_too_large": (
+        _bad(
+            cfg=mix_cfg(3, crop_padding=7, padding_mode="reflect"),
+            augment=AugmentDraw(torch.zeros(4, 2, dtype=torch.int32), torch.zeros(4, dtype=torch.bool)),
+        ),
+        ValueError,
+        "crop_padding=7 with padding_mode='reflect'",
+    ),
+    "cfg_not_a_config": (_bad(cfg={"mix": "mixup"}), TypeError, "cfg must be a SEMConfig"),
 }
 
 
-@pytest.mark.parametrize("args", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_input_raises_the_reference_error(backend, args):
+@pytest.mark.parametrize("args, error, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_raises_an_error_naming_the_argument(backend, args, error, message):
     x, draw, augment = to_device(backend.device, args["images"], args["draw"], args["augment"])
-    with pytest.raises((TypeError, ValueError)) as expected:
-        ref.mix_images(x, draw, args["cfg"], augment=augment)
-    with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+    with pytest.raises(error, match=message):
         backend.mix_images(x, draw, args["cfg"], augment=augment)
-
-
-#: Each backend's raw ops, (forward, backward), looked up on use: a backend registers them when loaded.
-RAW_OPS = {
-    "triton": lambda: (torch.ops.sem_fast.mix_images.default, torch.ops.sem_fast.mix_images_backward.default),
-    "cuda": lambda: (torch.ops.sem_fast_ext.mix_images.default, torch.ops.sem_fast_ext.mix_images_backward.default),
-}
 
 
 def test_opcheck_of_the_forward_and_backward_ops(backend):
@@ -274,22 +279,42 @@ def test_opcheck_of_the_forward_and_backward_ops(backend):
     grad = torch.randn(2, 3, 7, 9, generator=gen)
     augment, draw, uint8, floats, grad = to_device(backend.device, augment, draw, uint8, floats, grad)
     floats.requires_grad_(True)
-    forward, backward = RAW_OPS[backend.name]()
+    forward, backward = backend.ops.mix_images.default, backend.ops.mix_images_backward.default
     for args in (
-        mix_op_args(backend.name, uint8, draw, reflect_cfg, augment),
-        mix_op_args(backend.name, floats, draw, mix_cfg(3, channels_last=False), None),
-        mix_op_args(backend.name, floats, draw, mix_cfg(3, mix="none"), None),
-        mix_op_args(backend.name, floats, draw, reflect_cfg, augment),
+        mix_op_args(uint8, draw, reflect_cfg, augment),
+        mix_op_args(floats, draw, mix_cfg(3, channels_last=False), None),
+        mix_op_args(floats, draw, mix_cfg(3, mix="none"), None),
+        mix_op_args(floats, draw, reflect_cfg, augment),
     ):
         torch.library.opcheck(forward, args)
-    for g_clean, g_mix, reflect in (
-        (grad, grad.flip(0), True),
-        (grad.to(memory_format=torch.channels_last), None, False),
-        (None, grad, False),
+    for g_clean, g_mix, reflect, channels_last in (
+        (grad, grad.flip(0), True, True),
+        (grad.to(memory_format=torch.channels_last), None, False, False),
+        (None, grad, False, True),
     ):
-        args = (g_clean, g_mix, *draw, augment.offset, augment.flip, 2, reflect, torch.float16)
-        # Triton's backward also takes the memory format of the gradient it returns.
-        torch.library.opcheck(backward, args + ((True,) if backend.name == "triton" else ()))
+        args = (g_clean, g_mix, *draw, augment.offset, augment.flip, 2, reflect, torch.float16, channels_last)
+        torch.library.opcheck(backward, args)
+
+
+def test_double_backward_runs_the_forward_kernel_and_matches_the_reference(backend):
+    """The mix is linear in float input, so a gradient of its gradient (e.g. a gradient penalty
+    on the input) exists; it runs the forward kernel (the backward's adjoint)."""
+    gen = torch.Generator().manual_seed(12)
+    cfg = mix_cfg(3, crop_padding=2, padding_mode="reflect", hflip=True)
+    x = images("float", 4, 3, 7, 9, torch.float32, gen)
+    draw, augment = switch_draw(4, 7, 9, gen), sample_augment(4, cfg, device="cpu", generator=gen)
+    g_clean, g_mix, v = (torch.randn(4, 3, 7, 9, generator=gen) for _ in range(3))
+    x, draw, augment, g_clean, g_mix, v = to_device(backend.device, x, draw, augment, g_clean, g_mix, v)
+
+    def second_order(op):
+        leaf = x.detach().requires_grad_(True)
+        weights = [g.detach().requires_grad_(True) for g in (g_clean, g_mix)]
+        clean, mixed = op(leaf, draw, cfg, augment=augment)
+        (d_x,) = torch.autograd.grad((clean * weights[0]).sum() + (mixed * weights[1]).sum(), leaf, create_graph=True)
+        return torch.autograd.grad((d_x * v).sum(), weights)
+
+    for name, fast, truth in zip(("d g_clean", "d g_mix"), second_order(backend.mix_images), second_order(ref.mix_images)):
+        assert_close(fast, truth, name=name, **TOL32)
 
 
 @settings(max_examples=25, deadline=None, database=None)

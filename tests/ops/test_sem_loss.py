@@ -1,8 +1,8 @@
-"""Every fast backend's SEM loss op (``backend`` fixture: Triton `sem_fast.ops.sem_loss`, the
-compiled `sem_fast.ext`, on each device they run on) against the reference: loss and gradients in
-fp32, bf16 and fp16, odd shapes, edge draws, many classes, random problems (hypothesis), opcheck,
-bad input, out-of-range values through the unchecked entry point. torch.compile of each backend:
-``test_triton_backend.py`` and ``tests/ext/test_ext_backend.py``.
+"""Every fast backend's SEM loss op (``backend`` fixture: ``'triton'`` and ``'native'``, on each
+device they run on) against the reference: loss and gradients in fp32, bf16 and fp16, odd shapes,
+edge draws, many classes, random problems (hypothesis), opcheck, the double-backward error, bad
+input, out-of-range values through the unchecked entry point. torch.compile of each backend:
+``test_triton_backend.py`` and ``tests/ext/test_native_backend.py``.
 
 On CPU the Triton kernels run in Triton's interpreter (the root ``conftest.py`` sets
 TRITON_INTERPRET=1). Inputs are built on the CPU and moved to the backend's device.
@@ -17,8 +17,6 @@ computation. bf16/fp16 inputs: flash-attention's rule,
 by plain PyTorch in that dtype. A gradient the backend returns in a low-precision input dtype
 while the other inputs are fp32: within one rounding to that dtype of ``truth`` (``ROUNDED_TOL``).
 """
-
-import re
 
 import pytest
 import torch
@@ -53,7 +51,7 @@ def _check_against_reference(backend, logits, z_mix, z_clean, labels, draw, cfg)
         return outputs, torch.autograd.grad(total, used, allow_unused=True)
 
     out, grads = run(backend.sem_loss, lambda t: t)
-    truth, truth_grads = run(ref.sem_loss_unchecked, lambda t: t.double())
+    truth, truth_grads = run(ref.sem_loss, lambda t: t.double())
     plain, plain_grads = run(plain_loss, lambda t: t)
     for o in out:
         assert o.dtype == torch.float32 and o.shape == () and o.device == logits.device
@@ -136,7 +134,7 @@ def test_int32_labels_and_mixed_feature_dtypes(backend):
     labels, draw, *inputs = to_device(backend.device, labels, elem_draw(5, gen), *inputs)
     got_in = [t.clone().requires_grad_(True) for t in inputs]
     truth_in = [t.double().requires_grad_(True) for t in inputs]
-    got, truth = backend.sem_loss(*got_in, labels, draw, cfg), ref.sem_loss_unchecked(*truth_in, labels, draw, cfg)
+    got, truth = backend.sem_loss(*got_in, labels, draw, cfg), ref.sem_loss(*truth_in, labels, draw, cfg)
     for name, g, t in zip(("loss", "ce", "sem"), got, truth):
         assert_close(g, t, name=name, **TOL32)
     got_grads, truth_grads = torch.autograd.grad(got[0], got_in), torch.autograd.grad(truth[0], truth_in)
@@ -171,12 +169,6 @@ def test_without_clean_features_sem_is_zero_and_loss_is_ce(backend):
     assert torch.autograd.grad(loss, z_mix, allow_unused=True) == (None,)
 
 
-#: Whether ``d logits`` has NaNs when a label or the permutation is out of range. The loss is NaN
-#: on every backend, which is what flags it; Triton's kernel also lets the NaN reach the gradient
-#: (in the rows that use the bad label), the extension's drops the missing class and stays finite.
-BAD_INDEX_D_LOGITS_HAS_NAN = {"triton": True, "cuda": False}
-
-
 def test_out_of_range_labels_and_perm_give_nan_not_a_crash(backend):
     """Value checks are skipped under torch.compile; the kernels must stay memory-safe."""
     gen = torch.Generator().manual_seed(7)
@@ -193,10 +185,7 @@ def test_out_of_range_labels_and_perm_give_nan_not_a_crash(backend):
         loss, ce, sem = backend.sem_loss_unchecked(*leaves, bad_labels, bad_draw, cfg)
         assert loss.isnan() and ce.isnan()
         d_logits, _, d_clean = torch.autograd.grad(loss, leaves)
-        if BAD_INDEX_D_LOGITS_HAS_NAN[backend.name]:
-            assert d_logits.isnan().any()
-        else:
-            assert d_logits.isfinite().all()
+        assert d_logits.isnan().any()  # in the rows that use the bad label
     assert sem.isnan() and d_clean.isnan().any()  # the bad perm also breaks the SEM target
 
 
@@ -211,77 +200,64 @@ def _draw_with(**fields):
     return elem_draw(4, torch.Generator())._replace(**fields)
 
 
+#: name -> (arguments, error type, pattern of its message): the message names the argument.
 BAD_INPUTS = {
-    "int_logits": _bad(logits=torch.zeros(4, 5, dtype=torch.int64)),
-    "logits_wrong_batch": _bad(logits=torch.zeros(3, 5)),
-    "z_clean_shape_differs": _bad(z_clean=torch.zeros(4, 4)),
-    "float_labels": _bad(labels=torch.zeros(4)),
-    "label_out_of_range": _bad(labels=torch.tensor([0, 1, 5, 2])),
-    "negative_label": _bad(labels=torch.tensor([0, -1, 2, 2])),
-    "perm_not_a_permutation": _bad(draw=_draw_with(perm=torch.zeros(4, dtype=torch.int64))),
-    "lam_above_one": _bad(draw=_draw_with(lam=torch.full((4,), 1.5))),
-    "labels_on_meta": _bad(labels=torch.zeros(4, dtype=torch.int64, device="meta")),
-    "cfg_not_a_config": _bad(cfg=None),
+    "int_logits": (_bad(logits=torch.zeros(4, 5, dtype=torch.int64)), TypeError, "logits must be"),
+    "logits_wrong_batch": (_bad(logits=torch.zeros(3, 5)), ValueError, r"logits must have shape \(4, N\)"),
+    "z_clean_shape_differs": (_bad(z_clean=torch.zeros(4, 4)), ValueError, "z_clean must have the shape of z_mix"),
+    "float_labels": (_bad(labels=torch.zeros(4)), TypeError, "labels must be int64 or int32"),
+    "label_out_of_range": (_bad(labels=torch.tensor([0, 1, 5, 2])), ValueError, r"labels must lie in \[0, 5\)"),
+    "negative_label": (_bad(labels=torch.tensor([0, -1, 2, 2])), ValueError, "found -1"),
+    "perm_not_a_permutation": (
+        _bad(draw=_draw_with(perm=torch.zeros(4, dtype=torch.int64))), ValueError, "draw.perm must be a permutation"
+    ),
+    "lam_above_one": (_bad(draw=_draw_with(lam=torch.full((4,), 1.5))), ValueError, r"draw.lam must lie in \[0, 1\]"),
+    "labels_on_meta": (_bad(labels=torch.zeros(4, dtype=torch.int64, device="meta")), ValueError, "labels is on meta"),
+    "cfg_not_a_config": (_bad(cfg=None), TypeError, "cfg must be a SEMConfig"),
 }
 
 
-@pytest.mark.parametrize("args", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_input_raises_the_reference_error(backend, args):
+@pytest.mark.parametrize("args, error, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_raises_an_error_naming_the_argument(backend, args, error, message):
     names = ("logits", "z_mix", "z_clean", "labels", "draw")
     args = args | dict(zip(names, to_device(backend.device, *(args[name] for name in names))))
-    with pytest.raises((TypeError, ValueError)) as expected:
-        ref.sem_loss(**args)
-    with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+    with pytest.raises(error, match=message):
         backend.sem_loss(**args)
-
-
-def _triton_ops(gen, draw, problems):
-    """(op, args) samples of ``torch.ops.sem_fast.sem_loss`` and its backward."""
-    for logits, z_mix, z_clean, labels in problems:
-        grad, has_sem = logits.requires_grad, z_clean is not None
-        args = (logits, z_mix, z_clean, labels, draw.perm, draw.lam, 0.7, 0.1, has_sem, False, grad)
-        yield torch.ops.sem_fast.sem_loss.default, args
-    scalar = torch.tensor(0.5, device=draw.lam.device)
-    dl_unit, dz_unit = (torch.randn(shape, generator=gen).to(draw.lam.device) for shape in ((5, 11), (5, 6)))
-    for grads, dtypes in (
-        ((scalar, scalar, scalar), (torch.float32, torch.bfloat16, torch.float16)),
-        ((scalar, None, None), (torch.float16, None, torch.float32)),
-        ((None, scalar, None), (torch.float32, None, None)),
-    ):
-        args = (*grads, dl_unit, dz_unit, draw.perm, draw.lam, 0.7, *dtypes)
-        yield torch.ops.sem_fast.sem_loss_backward.default, args
-
-
-def _ext_ops(gen, draw, problems):
-    """(op, args) samples of ``torch.ops.sem_fast_ext.sem_loss`` and its two backward ops."""
-    for logits, z_mix, z_clean, labels in problems:
-        args = (logits, z_mix, z_clean, labels, draw.perm, draw.lam, 0.1, 0.7, z_clean is not None)
-        yield torch.ops.sem_fast_ext.sem_loss.default, args
-    logits, z_mix, z_clean, labels = problems[1]
-    logits, z_mix, z_clean = (t.detach() for t in (logits, z_mix, z_clean))
-    lse = torch.logsumexp(logits.float(), dim=1)
-    scalar = torch.tensor(0.5, device=logits.device)
-    yield torch.ops.sem_fast_ext.mixed_ce_backward.default, (scalar, logits, labels, draw.perm, draw.lam, lse, 0.1)
-    for with_clean, z_clean_dtype in ((True, torch.bfloat16), (False, torch.bfloat16), (True, torch.float32)):
-        args = (scalar, z_mix, z_clean.to(z_clean_dtype), draw.perm, draw.lam, True, with_clean)
-        yield torch.ops.sem_fast_ext.sem_distance_backward.default, args
-
-
-#: Each backend's raw ops with sample arguments, from (generator, draw, problems).
-RAW_OP_SAMPLES = {"triton": _triton_ops, "cuda": _ext_ops}
 
 
 def test_opcheck_of_the_forward_and_backward_ops(backend):
     gen = torch.Generator().manual_seed(8)
     draw = to_device(backend.device, elem_draw(5, gen))[0]
-    problems = []
+    scalar = torch.tensor(0.5, device=backend.device)
     cases = ((torch.float32, True, True), (torch.bfloat16, True, True), (torch.float16, False, False))
     for dtype, has_sem, grad in cases:
         logits, z_mix, z_clean, labels = to_device(backend.device, *problem(5, 11, 6, dtype, gen))
         logits, z_mix, z_clean = (t.requires_grad_(grad) for t in (logits, z_mix, z_clean))
-        problems.append((logits, z_mix, z_clean if has_sem else None, labels))
-    for op, args in RAW_OP_SAMPLES[backend.name](gen, draw, problems):
-        torch.library.opcheck(op, args)
+        z_clean = z_clean if has_sem else None
+        args = (logits, z_mix, z_clean, labels, draw.perm, draw.lam, 0.7, 0.1, has_sem)
+        torch.library.opcheck(backend.ops.sem_loss.default, args)
+        row_stats = backend.ops.sem_loss(*args)[3]
+        inputs = [t.detach() if t is not None else None for t in (logits, z_mix, z_clean)]
+        for grads, flags in (
+            ((scalar, scalar, scalar), (True, has_sem, has_sem)),
+            ((scalar, None, None), (True, False, has_sem)),
+            ((None, scalar, None), (True, False, False)),
+        ):
+            backward_args = (*grads, *inputs, labels, draw.perm, draw.lam, row_stats, 0.7, 0.1, has_sem, *flags)
+            torch.library.opcheck(backend.ops.sem_loss_backward.default, backward_args)
+
+
+def test_double_backward_raises_an_error_naming_the_op_and_the_reference(backend):
+    """A gradient penalty through ``d logits`` needs the gradient of the backward: the fast
+    kernels have none, and say so instead of returning None or zeros."""
+    gen = torch.Generator().manual_seed(9)
+    logits, z_mix, z_clean, labels = to_device(backend.device, *problem(4, 5, 3, torch.float32, gen))
+    draw = to_device(backend.device, elem_draw(4, gen))[0]
+    logits.requires_grad_(True)
+    loss = backend.sem_loss(logits, z_mix, z_clean, labels, draw, SEMConfig())[0]
+    (d_logits,) = torch.autograd.grad(loss, logits, create_graph=True)
+    with pytest.raises(RuntimeError, match=rf"sem_fast_{backend.name}::sem_loss has no double backward.*'reference'"):
+        d_logits.square().sum().backward()
 
 
 @settings(max_examples=30, deadline=None, database=None)

@@ -6,10 +6,10 @@
 import pytest
 import torch
 
-import sem_fast.ops.mix as fast_mix
-import sem_fast.ops.sem_loss as fast_loss
-from sem_fast import SEMConfig, available_backends, fused_sem_step, sample_draw
-from sem_fast.backends import get_backend
+import sem_fast.ops.triton as triton_backend
+import sem_fast.ops.triton.mix as triton_mix
+from sem_fast import SEMConfig, available_backends, fused_sem_step, mix_images, sample_draw
+from sem_fast.ops.registry import get_backend
 from sem_fast.data import load_bundled
 from sem_fast.sampling import sample_augment
 from tests.ops.cases import images, switch_draw, to_device
@@ -29,7 +29,7 @@ def _model():
 def test_registry_offers_triton_on_cuda_and_on_cpu_only_in_the_interpreter(monkeypatch):
     assert available_backends("cpu")["triton"] is None
     backend = get_backend("triton", "cpu")
-    assert backend.mix_images is fast_mix.mix_images_unchecked and backend.sem_loss is fast_loss.sem_loss_unchecked
+    assert backend.mix_images is triton_backend.mix_images and backend.sem_loss is triton_backend.sem_loss
     assert get_backend("auto", "cpu").name != "triton"  # the interpreter is for tests, never picked
     assert available_backends("cuda")["triton"] is None
     assert "no mps support" in available_backends("mps")["triton"]
@@ -89,19 +89,19 @@ def test_compiled_step_has_no_graph_break_matches_eager_and_turns_bad_labels_int
 def test_mix_with_int64_offsets_gives_the_same_result(monkeypatch):
     """Batches past 2**31 elements index in int64; force that path on a small batch."""
     gen = torch.Generator().manual_seed(8)
-    cfg = SEMConfig(crop_padding=2, padding_mode="reflect", hflip=True)
+    cfg = SEMConfig(backend="triton", crop_padding=2, padding_mode="reflect", hflip=True)
     x = images("float_strided", 3, 3, 7, 9, torch.float32, gen)
     draw, augment = switch_draw(3, 7, 9, gen), sample_augment(3, cfg, device="cpu", generator=gen)
     x, draw, augment = to_device("cuda" if torch.cuda.is_available() else "cpu", x, draw, augment)
     x.requires_grad_(True)
 
     def run():
-        clean, mixed = fast_mix.mix_images(x, draw, cfg, augment=augment)
+        clean, mixed = mix_images(x, draw, cfg, augment=augment)
         return clean, mixed, torch.autograd.grad((clean * 2).sum() + (mixed * mixed).sum(), x)[0]
 
     expected = run()
-    monkeypatch.setattr(fast_mix, "_INT32_SPAN", 1)
-    assert fast_mix._needs_int64(x)
+    monkeypatch.setattr(triton_mix, "_INT32_SPAN", 1)
+    assert triton_mix._needs_int64(x)
     for got, exp in zip(run(), expected):
         assert torch.equal(got, exp)
 
@@ -125,10 +125,10 @@ def test_raw_mix_op_checks_metadata_instead_of_reading_out_of_bounds(field, valu
     aug = sample_augment(4, cfg, device="cpu", generator=g)
     args = dict(images=images, perm=draw.perm, lam=draw.lam, box=draw.box, is_cutmix=draw.is_cutmix,
                 offset=aug.offset, flip=aug.flip, mean=list(cfg.mean), std=list(cfg.std), crop_padding=2,
-                reflect=False, mixes=True, out_dtype=torch.float32, channels_last=True)  # fmt: skip
+                reflect=False, out_dtype=torch.float32, channels_last=True, mixes=True)  # fmt: skip
     args[field] = value
     with pytest.raises(error, match=message):
-        torch.ops.sem_fast.mix_images(*args.values())
+        torch.ops.sem_fast_triton.mix_images(*args.values())
 
 
 @pytest.mark.parametrize(
@@ -145,7 +145,7 @@ def test_raw_mix_op_checks_metadata_instead_of_reading_out_of_bounds(field, valu
 def test_raw_loss_op_checks_metadata_instead_of_reading_out_of_bounds(field, value, error, message):
     args = dict(logits=torch.zeros(4, 10), z_mix=torch.zeros(4, 5), z_clean=torch.zeros(4, 5),
                 labels=torch.zeros(4, dtype=torch.int64), perm=torch.arange(4), lam=torch.ones(4),
-                gamma=1.0, label_smoothing=0.0, sem_mean=True, detach_target=True, grad=False)  # fmt: skip
+                gamma=1.0, label_smoothing=0.0, sem_mean=True)  # fmt: skip
     args[field] = value
     with pytest.raises(error, match=message):
-        torch.ops.sem_fast.sem_loss(*args.values())
+        torch.ops.sem_fast_triton.sem_loss(*args.values())

@@ -13,9 +13,9 @@ differentiable: the backward kernel gathers, for each input pixel of sample ``k`
 gradients of ``k`` and of the sample whose partner is ``k`` (through the inverse permutation,
 no atomics), and sums over the crop/flip positions that read the pixel.
 
-Layout of this file: kernels, launchers, the ``sem_fast::mix_images`` /
-``sem_fast::mix_images_backward`` custom ops with fake implementations and autograd, then the
-public `mix_images` and the unchecked `mix_images_unchecked` used by the backend registry.
+Layout of this file: Triton kernels, then their launchers, registered as the CPU (interpreter)
+and CUDA kernels of the ops ``sem_fast_triton::mix_images`` and ``mix_images_backward``, whose
+schemas, fake kernels and autograd `sem_fast.ops.schema` defines for every backend.
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ import torch
 import triton
 import triton.language as tl
 
-from sem_fast._checks import check_fields, check_images, check_mix_args
-from sem_fast.config import SEMConfig
-from sem_fast.ops._utils import (
+from sem_fast._checks import KERNEL_FLOAT_DTYPES, check_fields, check_images
+from sem_fast.ops.schema import memory_format
+from sem_fast.ops.triton.utils import (
     INTERPRETER_TILE,
     cast_to,
     interpreted,
     inverse_permutation,
     num_warps_for,
+    register_kernels,
 )
-from sem_fast.sampling import AugmentDraw, MixDraw
 
 #: Element offsets at or above this do not fit a signed 32-bit integer; kernels then compute
 #: addresses in int64 (see `_needs_int64`).
@@ -293,7 +293,7 @@ def _mix_backward_kernel(
     tl.store(dx_ptr + k64 * per_sample + e, cast_to(acc, dx_ptr.dtype.element_ty), mask=valid)
 
 
-# ----------------------------------------------------------------------------- launchers
+# ----------------------------------------------------------------------------- launchers (the ops' kernels)
 
 
 def _block(per_sample: int, device: torch.device) -> tuple[int, int]:
@@ -322,18 +322,9 @@ def _nchw_strides(images: torch.Tensor) -> tuple[int, int, int, int]:
     return (sb, s3, s1, s2) if images.dtype == torch.uint8 else (sb, s1, s2, s3)
 
 
-def _nchw_size(images: torch.Tensor) -> tuple[int, int, int, int]:
-    B, d1, d2, d3 = images.shape
-    return (B, d3, d1, d2) if images.dtype == torch.uint8 else (B, d1, d2, d3)
-
-
 def _contiguous(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """The draw tensors as the kernels index them (dense; a no-op for `sample_draw`'s)."""
     return tuple(None if t is None else t.contiguous() for t in tensors)
-
-
-def _memory_format(channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 @functools.lru_cache(maxsize=16)
@@ -347,7 +338,7 @@ def _stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
     return stats.to(device)
 
 
-def _launch_forward(
+def mix_images_kernel(
     images: torch.Tensor,
     perm: torch.Tensor,
     lam: torch.Tensor,
@@ -355,24 +346,32 @@ def _launch_forward(
     is_cutmix: torch.Tensor,
     offset: torch.Tensor | None,
     flip: torch.Tensor | None,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    mean: list[float],
+    std: list[float],
     crop_padding: int,
     reflect: bool,
-    mixes: bool,
     out_dtype: torch.dtype,
     channels_last: bool,
+    mixes: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    B, C, H, W = _nchw_size(images)
-    perm, lam, box, is_cutmix, offset, flip = _contiguous(perm, lam, box, is_cutmix, offset, flip)
+    """``sem_fast_triton::mix_images`` (schema: `sem_fast.ops.schema`): one launch of
+    `_mix_forward_kernel`. Called directly it checks every tensor's metadata (no values: no
+    sync), so no argument can make the kernel read out of bounds."""
+    B, C, H, W = check_images(images, KERNEL_FLOAT_DTYPES)
+    check_fields("draw", {"perm": perm, "lam": lam, "box": box, "is_cutmix": is_cutmix}, B, images.device)
+    if (offset is None) != (flip is None):
+        raise ValueError("offset and flip must be given together (an AugmentDraw) or both be None")
+    augment = offset is not None
+    if augment:
+        check_fields("augment", {"offset": offset, "flip": flip}, B, images.device)
     normalize = images.dtype == torch.uint8
     if normalize and not len(mean) == len(std) == C:  # the kernel reads one mean/std per channel
-        raise ValueError(f"images have {C} channels but mean/std have {len(mean)}/{len(std)} values")
-    fmt = _memory_format(channels_last)
+        raise ValueError(f"mean and std must have one value per channel ({C}), got {len(mean)} and {len(std)}")
+    perm, lam, box, is_cutmix, offset, flip = _contiguous(perm, lam, box, is_cutmix, offset, flip)
+    fmt = memory_format(channels_last)
     clean = torch.empty((B, C, H, W), dtype=out_dtype, device=images.device, memory_format=fmt)
     mixed = torch.empty_like(clean) if mixes else clean.new_empty(0)
-    augment = offset is not None
-    stats = _stats(mean, std, images.device) if normalize else lam
+    stats = _stats(tuple(mean), tuple(std), images.device) if normalize else lam
     block, warps = _block(C * H * W, images.device)
     _mix_forward_kernel[(B * triton.cdiv(C * H * W, block),)](
         images, *_nchw_strides(images), clean, mixed,
@@ -381,11 +380,11 @@ def _launch_forward(
         B, C, H, W, crop_padding if augment else 0,
         CHANNELS_LAST=channels_last, NORMALIZE=normalize, AUGMENT=augment, REFLECT=reflect and augment,
         MIX=mixes, INT64=_needs_int64(images, clean), BLOCK=block, num_warps=warps,
-    )
+    )  # fmt: skip
     return clean, mixed
 
 
-def _launch_backward(
+def mix_images_backward_kernel(
     grad_clean: torch.Tensor | None,
     grad_mix: torch.Tensor | None,
     perm: torch.Tensor,
@@ -396,13 +395,15 @@ def _launch_backward(
     flip: torch.Tensor | None,
     crop_padding: int,
     reflect: bool,
-    dtype: torch.dtype,
+    in_dtype: torch.dtype,
     channels_last: bool,
 ) -> torch.Tensor:
+    """``sem_fast_triton::mix_images_backward`` (schema: `sem_fast.ops.schema`): the inverse
+    permutation (when ``grad_mix`` is given) and one launch of `_mix_backward_kernel`."""
     some = grad_clean if grad_clean is not None else grad_mix
     B, C, H, W = some.shape
     perm, lam, box, is_cutmix, offset, flip = _contiguous(perm, lam, box, is_cutmix, offset, flip)
-    grad = torch.empty((B, C, H, W), dtype=dtype, device=some.device, memory_format=_memory_format(channels_last))
+    grad = torch.empty((B, C, H, W), dtype=in_dtype, device=some.device, memory_format=memory_format(channels_last))
     has_gc, has_gm = grad_clean is not None, grad_mix is not None
     gc = grad_clean if has_gc else grad
     gm = grad_mix if has_gm else grad
@@ -415,158 +416,8 @@ def _launch_backward(
         B, C, H, W, crop_padding if augment else 0,
         CHANNELS_LAST=channels_last, HAS_GC=has_gc, HAS_GM=has_gm, AUGMENT=augment,
         REFLECT=reflect and augment, INT64=_needs_int64(gc, gm, grad), BLOCK=block, num_warps=warps,
-    )
+    )  # fmt: skip
     return grad
 
 
-# ----------------------------------------------------------------------------- custom ops
-
-
-@torch.library.custom_op("sem_fast::mix_images", mutates_args=())
-def _mix_images_op(
-    images: torch.Tensor,
-    perm: torch.Tensor,
-    lam: torch.Tensor,
-    box: torch.Tensor,
-    is_cutmix: torch.Tensor,
-    offset: torch.Tensor | None,
-    flip: torch.Tensor | None,
-    mean: list[float],
-    std: list[float],
-    crop_padding: int,
-    reflect: bool,
-    mixes: bool,
-    out_dtype: torch.dtype,
-    channels_last: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x_clean, x_mix)`` of `mix_images`; ``x_mix`` is an empty tensor when ``mixes`` is
-    False (an op output may not alias another, so the wrapper returns ``x_clean`` twice).
-
-    Called directly (``torch.ops.sem_fast.mix_images``) it checks every tensor's metadata
-    (no values: no sync), so no argument can make the kernel read out of bounds."""
-    B, C, _, _ = check_images(images)
-    check_fields("draw", {"perm": perm, "lam": lam, "box": box, "is_cutmix": is_cutmix}, B, images.device)
-    if (offset is None) != (flip is None):
-        raise ValueError("offset and flip must be given together (an AugmentDraw) or both be None")
-    if offset is not None:
-        check_fields("augment", {"offset": offset, "flip": flip}, B, images.device)
-    if images.dtype == torch.uint8 and not len(mean) == len(std) == C:
-        raise ValueError(f"mean and std must have one value per channel ({C}), got {len(mean)} and {len(std)}")
-    return _launch_forward(
-        images, perm, lam, box, is_cutmix, offset, flip, tuple(mean), tuple(std),
-        crop_padding, reflect, mixes, out_dtype, channels_last,
-    )
-
-
-@_mix_images_op.register_fake
-def _(
-    images, perm, lam, box, is_cutmix, offset, flip, mean, std, crop_padding, reflect, mixes, out_dtype, channels_last
-):
-    B, C, H, W = _nchw_size(images)
-    fmt = _memory_format(channels_last)
-    clean = torch.empty((B, C, H, W), dtype=out_dtype, device=images.device, memory_format=fmt)
-    return clean, (torch.empty_like(clean) if mixes else clean.new_empty(0))
-
-
-@torch.library.custom_op("sem_fast::mix_images_backward", mutates_args=())
-def _mix_images_backward_op(
-    grad_clean: torch.Tensor | None,
-    grad_mix: torch.Tensor | None,
-    perm: torch.Tensor,
-    lam: torch.Tensor,
-    box: torch.Tensor,
-    is_cutmix: torch.Tensor,
-    offset: torch.Tensor | None,
-    flip: torch.Tensor | None,
-    crop_padding: int,
-    reflect: bool,
-    dtype: torch.dtype,
-    channels_last: bool,
-) -> torch.Tensor:
-    """Gradient w.r.t. float ``images`` (``dtype``; ``channels_last`` memory format or
-    contiguous) from the gradients of the clean and mixed outputs (at least one given)."""
-    return _launch_backward(
-        grad_clean, grad_mix, perm, lam, box, is_cutmix, offset, flip, crop_padding, reflect, dtype, channels_last
-    )
-
-
-@_mix_images_backward_op.register_fake
-def _(grad_clean, grad_mix, perm, lam, box, is_cutmix, offset, flip, crop_padding, reflect, dtype, channels_last):
-    some = grad_clean if grad_clean is not None else grad_mix
-    return torch.empty(some.shape, dtype=dtype, device=some.device, memory_format=_memory_format(channels_last))
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    images, perm, lam, box, is_cutmix, offset, flip, _, _, crop_padding, reflect, mixes, _, _ = inputs
-    ctx.save_for_backward(perm, lam, box, is_cutmix, offset, flip)
-    ctx.crop_padding, ctx.reflect, ctx.mixes, ctx.dtype = crop_padding, reflect, mixes, images.dtype
-    ctx.grad_channels_last = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
-    if not mixes:
-        ctx.mark_non_differentiable(output[1])
-    # Unused outputs (x_clean after a no_grad clean pass) get None, not a materialized zero image.
-    ctx.set_materialize_grads(False)
-
-
-def _backward(ctx, grad_clean, grad_mix):
-    if not ctx.mixes:
-        grad_mix = None
-    if grad_clean is None and grad_mix is None:
-        return (None,) * 14
-    perm, lam, box, is_cutmix, offset, flip = ctx.saved_tensors
-    grad = torch.ops.sem_fast.mix_images_backward(
-        grad_clean, grad_mix, perm, lam, box, is_cutmix, offset, flip,
-        ctx.crop_padding, ctx.reflect, ctx.dtype, ctx.grad_channels_last,
-    )
-    return (grad,) + (None,) * 13
-
-
-_mix_images_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-# ----------------------------------------------------------------------------- public API
-
-
-def mix_images(
-    images: torch.Tensor, draw: MixDraw, cfg: SEMConfig, *, augment: AugmentDraw | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalize, optionally augment, and mix a batch in one kernel (Triton backend).
-
-    Same contract as `sem_fast.reference.mix_images`, whose argument checks it runs:
-
-    Args:
-        images: ``(B, H, W, C) uint8`` or ``(B, C, H, W)`` fp32|bf16|fp16 (already normalized),
-            any memory format.
-        draw: the `MixDraw` (``perm (B,) int64``, ``lam (B,) fp32``, ``box (B, 4) int32``,
-            ``is_cutmix (B,) bool``) on the images' device.
-        cfg: ``mean``/``std``, ``crop_padding``/``padding_mode``, ``out_dtype``,
-            ``channels_last`` and ``mixes`` are used.
-        augment: `AugmentDraw` (``offset (B, 2) int32``, ``flip (B,) bool``) applied to the clean
-            images before mixing, or ``None``.
-
-    Returns:
-        ``(x_clean, x_mix)``, ``(B, C, H, W)`` in ``cfg.resolve_out_dtype(images)``, in
-        ``channels_last`` memory format if ``cfg.channels_last``; ``x_mix is x_clean`` when
-        ``cfg.mixes`` is False. Differentiable w.r.t. float ``images``.
-    """
-    check_mix_args(images, draw, cfg, augment)
-    return mix_images_unchecked(images, draw, cfg, augment)
-
-
-def mix_images_unchecked(
-    images: torch.Tensor, draw: MixDraw, cfg: SEMConfig, augment: AugmentDraw | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`mix_images` for arguments already checked (the backend registry's entry point)."""
-    x_clean, x_mix = torch.ops.sem_fast.mix_images(
-        images,
-        *draw,
-        None if augment is None else augment.offset,
-        None if augment is None else augment.flip,
-        list(cfg.mean),
-        list(cfg.std),
-        cfg.crop_padding,
-        cfg.padding_mode == "reflect",
-        cfg.mixes,
-        cfg.resolve_out_dtype(images),
-        cfg.channels_last,
-    )
-    return (x_clean, x_mix) if cfg.mixes else (x_clean, x_clean)
+register_kernels({"mix_images": mix_images_kernel, "mix_images_backward": mix_images_backward_kernel})

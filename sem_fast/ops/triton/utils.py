@@ -1,12 +1,16 @@
-"""Helpers shared by the two fused ops: launch geometry, bf16 rounding, the inverse permutation."""
+"""Helpers shared by the Triton fused ops: launch geometry, bf16 rounding, the inverse permutation,
+kernel registration."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
+
+from sem_fast.ops.schema import TRITON
 
 #: Under ``TRITON_INTERPRET=1`` every program and every ``tl`` call costs Python overhead while
 #: the block itself is one numpy operation, so interpreted launches use blocks of up to 2**16
@@ -66,3 +70,15 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     inv = torch.empty_like(perm)
     _inverse_permutation_kernel[(1,)](perm, inv, perm.shape[0], BLOCK=_INVERSE_BLOCK, num_warps=4)
     return inv
+
+
+#: The ``sem_fast_triton`` kernels (`register_kernels`), kept alive for the life of the process.
+_KERNELS = torch.library.Library(TRITON, "IMPL")
+
+
+def register_kernels(kernels: dict[str, Callable]) -> None:
+    """Register ``op name -> function`` as the CPU (interpreter) and CUDA kernels of the
+    ``sem_fast_triton`` ops (schemas, fakes and autograd: `sem_fast.ops.schema`)."""
+    for name, kernel in kernels.items():
+        for key in ("CPU", "CUDA"):
+            _KERNELS.impl(name, kernel, key)

@@ -1,10 +1,10 @@
-"""The compiled backend's own checks: its raw ops (``torch.ops.sem_fast_ext.*``) check their
+"""The native backend's own checks: its raw ops (``torch.ops.sem_fast_native.*``) check their
 metadata themselves when called directly, so a bad call raises instead of reading out of bounds
 (uint8 images have at most 16 channels: the per-channel mean/std live in a fixed-size kernel
-argument), and each op compiles with ``torch.compile(fullgraph=True)`` (the Triton backend's
-counterpart: ``tests/ops/test_triton_backend.py``, through a whole compiled step). Its public ops
-against the reference: ``tests/ops/test_mix.py`` and ``tests/ops/test_sem_loss.py``, shared with
-the other backends.
+argument; ``'auto'`` then takes the reference), and each op compiles with
+``torch.compile(fullgraph=True)`` (the Triton backend's counterpart: ``test_triton_backend.py``,
+through a whole compiled step). Its ops against the reference: ``test_mix.py`` and
+``test_sem_loss.py``, shared with the other backends.
 
 Tolerance: compiled and eager calls run the same kernels; fp32 within 1e-5 relative (``TOL32``).
 """
@@ -12,12 +12,13 @@ Tolerance: compiled and eager calls run the same kernels; fp32 within 1e-5 relat
 import pytest
 import torch
 
-from sem_fast import SEMConfig, ext
+import sem_fast.ops.native as native
+from sem_fast import SEMConfig, mix_images
 from sem_fast.sampling import sample_augment
 from tests.ops.cases import elem_draw, images, mix_cfg, mix_op_args, problem, switch_draw
 from tests.utils import assert_close
 
-pytestmark = pytest.mark.skipif(ext.probe("cpu") is not None, reason=f"{ext.probe('cpu')}")
+pytestmark = pytest.mark.skipif(native.probe("cpu") is not None, reason=f"{native.probe('cpu')}")
 
 TOL32 = dict(rtol=1e-5, atol=1e-6)
 
@@ -38,33 +39,46 @@ def test_direct_mix_op_call_with_bad_metadata_raises_instead_of_reading_out_of_b
     gen = torch.Generator().manual_seed(12)
     cfg = mix_cfg(3, crop_padding=1, hflip=True)
     x, draw = images("uint8", 4, 3, 7, 9, torch.float32, gen), switch_draw(4, 7, 9, gen)
-    args = list(mix_op_args("cuda", x, draw, cfg, sample_augment(4, cfg, device="cpu", generator=gen)))
+    args = list(mix_op_args(x, draw, cfg, sample_augment(4, cfg, device="cpu", generator=gen)))
     args[index] = value
     with pytest.raises(RuntimeError, match=message):
-        torch.ops.sem_fast_ext.mix_images(*args)
+        torch.ops.sem_fast_native.mix_images(*args)
 
 
-def test_uint8_images_with_more_than_16_channels_raise_a_clear_error():
-    """The reference takes any channel count; the extension's limit surfaces as an error naming it."""
+def test_uint8_images_with_more_than_16_channels_raise_by_name_and_auto_takes_the_reference():
+    """The reference takes any channel count; the native limit surfaces as an error naming it when
+    the backend is asked for by name (directly, too), and 'auto' falls back to the reference."""
     gen = torch.Generator().manual_seed(13)
     x, draw, cfg = images("uint8", 2, 17, 5, 6, torch.float32, gen), switch_draw(2, 5, 6, gen), mix_cfg(17)
+    with pytest.raises(ValueError, match="backend='native' cannot take this input: .* at most 16 channels, got 17"):
+        mix_images(x, draw, cfg.replace(backend="native"))
     with pytest.raises(ValueError, match="uint8 images may have at most 16 channels, got 17"):
-        ext.mix_images(x, draw, cfg)
+        torch.ops.sem_fast_native.mix_images(*mix_op_args(x, draw, cfg, None))
+    for got, expected in zip(mix_images(x, draw, cfg), mix_images(x, draw, cfg.replace(backend="reference"))):
+        assert torch.equal(got, expected)
 
 
 def test_direct_loss_op_call_with_bad_metadata_raises_instead_of_reading_out_of_bounds():
     gen = torch.Generator().manual_seed(9)
     logits, z_mix, z_clean, labels = problem(4, 5, 3, torch.float32, gen)
     draw = elem_draw(4, gen)
-    op = torch.ops.sem_fast_ext.sem_loss
+    op = torch.ops.sem_fast_native.sem_loss
     with pytest.raises(RuntimeError, match=r"z_clean must have the shape of z_mix"):
-        op(logits, z_mix, z_clean[:, :2], labels, draw.perm, draw.lam, 0.0, 1.0, True)
+        op(logits, z_mix, z_clean[:, :2], labels, draw.perm, draw.lam, 1.0, 0.0, True)
     with pytest.raises(RuntimeError, match=r"logits must have shape \(4, N\)"):
-        op(logits[:3], z_mix, z_clean, labels, draw.perm, draw.lam, 0.0, 1.0, True)
+        op(logits[:3], z_mix, z_clean, labels, draw.perm, draw.lam, 1.0, 0.0, True)
     with pytest.raises(RuntimeError, match=r"lam must have shape \[4\]"):
-        op(logits, z_mix, z_clean, labels, draw.perm, draw.lam[:3], 0.0, 1.0, True)
+        op(logits, z_mix, z_clean, labels, draw.perm, draw.lam[:3], 1.0, 0.0, True)
     with pytest.raises(RuntimeError, match=r"labels must be int64 or int32"):
-        op(logits, z_mix, z_clean, labels.float(), draw.perm, draw.lam, 0.0, 1.0, True)
+        op(logits, z_mix, z_clean, labels.float(), draw.perm, draw.lam, 1.0, 0.0, True)
+    row_stats = op(logits, z_mix, z_clean, labels, draw.perm, draw.lam, 1.0, 0.0, True)[3]
+    backward = torch.ops.sem_fast_native.sem_loss_backward
+    with pytest.raises(RuntimeError, match=r"row_stats must have shape \[4, 2\]"):
+        backward(None, None, None, logits, z_mix, z_clean, labels, draw.perm, draw.lam, row_stats[:3],
+                 1.0, 0.0, True, True, True, True)  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"z_mix_grad and z_clean_grad need z_clean"):
+        backward(None, None, None, logits, z_mix, None, labels, draw.perm, draw.lam, row_stats,
+                 1.0, 0.0, True, True, True, False)  # fmt: skip
 
 
 def test_mix_compiled_with_fullgraph_matches_eager():
@@ -75,7 +89,7 @@ def test_mix_compiled_with_fullgraph_matches_eager():
     draw, augment = switch_draw(3, 7, 9, gen), sample_augment(3, cfg, device="cpu", generator=gen)
 
     def step(x):
-        clean, mixed = ext.mix_images_unchecked(x, draw, cfg, augment)
+        clean, mixed = native.mix_images(x, draw, cfg, augment)
         return (clean * clean).sum() + mixed.sum()
 
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
@@ -93,7 +107,7 @@ def test_loss_compiled_with_fullgraph_matches_eager():
     draw, cfg = elem_draw(5, gen), SEMConfig(detach_target=False, label_smoothing=0.1)
 
     def loss_fn(logits, z_mix, z_clean):
-        return ext.sem_loss_unchecked(logits, z_mix, z_clean, labels, draw, cfg)[0]
+        return native.sem_loss(logits, z_mix, z_clean, labels, draw, cfg)[0]
 
     compiled = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
     got, expected = compiled(*leaves), loss_fn(*leaves)

@@ -1,4 +1,4 @@
-"""The compiled backend as a build artefact: the CUDA sources compile (where nvcc exists, even
+"""The native backend as a build artefact: the CUDA sources compile (where nvcc exists, even
 without a GPU or a CUDA torch), the package works without the extension and says how to build
 it, the backend registry reports it, and a whole `fused_sem_step` on it matches the reference.
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sem_fast import SEMConfig, available_backends, ext, fused_sem_step, sample_draw
+import sem_fast.ops.native as native
+from sem_fast import SEMConfig, available_backends, fused_sem_step, sample_draw
 from sem_fast.sampling import sample_augment
 from tests.utils import TinyNet, assert_close
 
@@ -30,7 +31,7 @@ TORCH_NVCC_DEFINES = [
 #: sm_80 (A100): the oldest architecture with native bf16, compiled for in CI as a representative.
 ARCH = "-arch=sm_80"
 TOL32 = dict(rtol=1e-5, atol=1e-6)
-needs_ext = pytest.mark.skipif(ext.probe("cpu") is not None, reason=f"{ext.probe('cpu')}")
+needs_ext = pytest.mark.skipif(native.probe("cpu") is not None, reason=f"{native.probe('cpu')}")
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
@@ -83,26 +84,26 @@ def _cuda_include_dir() -> Path:
     pytest.skip("no CUDA toolkit include folder with cuda_runtime.h found")
 
 
-def test_without_the_extension_the_package_runs_and_backend_cuda_says_how_to_build_it():
+def test_without_the_extension_the_package_runs_and_backend_native_says_how_to_build_it():
     """A fresh interpreter in which `sem_fast._C` cannot be imported (as after SEM_FAST_NO_EXT=1)."""
     script = """
 import sys
 sys.modules["sem_fast._C"] = None  # makes `import sem_fast._C` raise ImportError
 import torch
 from sem_fast import SEMConfig, available_backends, fused_sem_step, sample_draw
-from sem_fast.backends import get_backend
+from sem_fast.ops.registry import get_backend
 from tests.utils import TinyNet
-reason = available_backends("cpu")["cuda"]
+reason = available_backends("cpu")["native"]
 assert "pip install --no-deps --no-build-isolation -e ." in reason, reason
 assert get_backend("auto", "cpu").name == "reference"
 images, labels = torch.zeros(2, 8, 8, 3, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)
 assert fused_sem_step(TinyNet(), images, labels, SEMConfig()).loss.isfinite()
 try:
-    fused_sem_step(TinyNet(), images, labels, SEMConfig(backend="cuda"))
+    fused_sem_step(TinyNet(), images, labels, SEMConfig(backend="native"))
 except ValueError as error:
-    assert "backend='cuda' cannot run on cpu" in str(error) and "pip install" in str(error), error
+    assert "backend='native' cannot run on cpu" in str(error) and "pip install" in str(error), error
 else:
-    raise AssertionError("backend='cuda' ran without the extension")
+    raise AssertionError("backend='native' ran without the extension")
 """
     repo = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo)
@@ -111,17 +112,17 @@ else:
 
 @needs_ext
 def test_registry_reports_the_backend_and_why_it_cannot_run_elsewhere():
-    assert available_backends("cpu")["cuda"] is None
-    assert "cpu and cuda only" in ext.probe("mps")
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("sem_fast_ext::mix_images", "CUDA"):
-        assert "built without CUDA kernels" in available_backends("cuda")["cuda"]
+    assert available_backends("cpu")["native"] is None
+    assert "cpu and cuda only" in native.probe("mps")
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("sem_fast_native::mix_images", "CUDA"):
+        assert "built without CUDA kernels" in available_backends("cuda")["native"]
 
 
 @needs_ext
 @pytest.mark.parametrize("detach_target", [True, False])
-def test_fused_step_on_the_compiled_backend_matches_the_reference(detach_target):
+def test_fused_step_on_the_native_backend_matches_the_reference(detach_target):
     """Loss and parameter gradients of a whole step (uint8 images, crop/flip, CutMix or mixup per
-    sample) with backend='cuda' against backend='reference' on the same draws."""
+    sample) with backend='native' against backend='reference' on the same draws."""
     gen = torch.Generator().manual_seed(0)
     B, H, W = 6, 9, 7
     images = torch.randint(0, 256, (B, H, W, 3), dtype=torch.uint8, generator=gen)
@@ -131,7 +132,7 @@ def test_fused_step_on_the_compiled_backend_matches_the_reference(detach_target)
     draw = sample_draw(B, H, W, cfg, device="cpu", generator=gen)
     augment = sample_augment(B, cfg, device="cpu", generator=gen)
     results = []
-    for backend in ("cuda", "reference"):
+    for backend in ("native", "reference"):
         torch.manual_seed(1)
         model = TinyNet()
         out = fused_sem_step(model, images, labels, cfg.replace(backend=backend), draw=draw, augment=augment)

@@ -3,10 +3,13 @@
 Each check raises ``TypeError`` (wrong type or dtype) or ``ValueError`` (wrong shape, device or
 value) naming the argument and what was expected, before any kernel touches memory.
 
-Checks of *values* (labels in ``[0, K)``, ``perm`` a permutation, boxes inside the image) read
-tensor contents, which on CUDA is a host sync. They run in eager mode and are skipped while
-``torch.compile`` traces or a CUDA graph captures; the kernels then stay memory-safe on bad
-values (they mask every gather) and the loss comes out NaN instead of silently wrong.
+Checks of *values* (labels in ``[0, K)``, ``perm`` a permutation, ``lam`` in ``[0, 1]``, boxes
+inside the image, crop offsets in range) read tensor contents, which on CUDA is a host sync. They
+run in eager mode unless the caller passes ``check_values=False`` (a training loop with zero host
+syncs per step), and are skipped while ``torch.compile`` traces or a CUDA graph captures; every
+backend then stays memory-safe on bad values (each gather is masked) and the loss comes out NaN
+instead of silently wrong (`sem_fast.reference` lists what each bad value gives). Checks of
+metadata (type, dtype, shape, device) always run: they read no tensor values.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ def _dtype_names(dtypes: tuple[torch.dtype, ...]) -> str:
     return "/".join(str(d).removeprefix("torch.") for d in dtypes)
 
 
-def values_inspectable(t: torch.Tensor) -> bool:
-    """Whether reading ``t``'s values is allowed now (eager mode, not capturing a CUDA graph)."""
-    if torch.compiler.is_compiling():
+def values_inspectable(t: torch.Tensor, check_values: bool = True) -> bool:
+    """Whether to read ``t``'s values now: the caller asks for it (``check_values``) and it is
+    allowed (eager mode, not capturing a CUDA graph)."""
+    if not check_values or torch.compiler.is_compiling():
         return False
     return not (t.is_cuda and torch.cuda.is_current_stream_capturing())
 
@@ -82,15 +86,18 @@ def check_images(images: object, float_dtypes: tuple[torch.dtype, ...] = FLOAT_D
     return B, C, H, W
 
 
-def check_labels(labels: object, batch_size: int, device: torch.device, num_classes: int | None) -> None:
-    """``labels (B,) int64|int32`` on ``device``; in ``[0, num_classes)`` when values are inspectable."""
+def check_labels(
+    labels: object, batch_size: int, device: torch.device, num_classes: int | None, check_values: bool = True
+) -> None:
+    """``labels (B,) int64|int32`` on ``device``; in ``[0, num_classes)`` when ``num_classes`` is
+    known and values are inspectable (`values_inspectable`)."""
     y = check_tensor("labels", labels)
     if y.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"labels must be int64 or int32 class indices, got {y.dtype}")
     if y.shape != (batch_size,):
         raise ValueError(f"labels must have shape ({batch_size},) to match the batch, got {tuple(y.shape)}")
     check_same_device("labels", y, device, "images")
-    if num_classes is not None and values_inspectable(y):
+    if num_classes is not None and values_inspectable(y, check_values):
         lo, hi = (int(v) for v in y.aminmax())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
@@ -123,9 +130,15 @@ def check_fields(owner: str, fields: dict[str, object], batch_size: int, device:
 
 
 def check_draw(
-    draw: object, batch_size: int, device: torch.device, image_size: tuple[int, int] | None = None
+    draw: object,
+    batch_size: int,
+    device: torch.device,
+    image_size: tuple[int, int] | None = None,
+    check_values: bool = True,
 ) -> None:
-    """A `MixDraw` for ``batch_size`` samples on ``device``; boxes inside ``image_size = (H, W)``.
+    """A `MixDraw` for ``batch_size`` samples on ``device``; when values are inspectable
+    (`values_inspectable`), ``perm`` a permutation, ``lam`` in ``[0, 1]`` and boxes inside
+    ``image_size = (H, W)``.
 
     The loss, which never sees the images, passes no ``image_size``: boxes are then only
     checked to be well-formed.
@@ -133,7 +146,7 @@ def check_draw(
     if not isinstance(draw, MixDraw):
         raise TypeError(f"draw must be a MixDraw, got {type(draw).__name__}")
     check_fields("draw", draw._asdict(), batch_size, device)
-    if not values_inspectable(draw.perm):
+    if not values_inspectable(draw.perm, check_values):
         return
     if not torch.equal(torch.sort(draw.perm).values, torch.arange(batch_size, device=device)):
         raise ValueError(f"draw.perm must be a permutation of 0..{batch_size - 1}")
@@ -177,14 +190,23 @@ def check_features(
     return logits.shape[1]
 
 
-def check_augment(augment: object, batch_size: int, device: torch.device, image_size: tuple[int, int], cfg: SEMConfig) -> None:
-    """An `AugmentDraw` for ``batch_size`` samples on ``device``, offsets within ``cfg.crop_padding``."""
+def check_augment(
+    augment: object,
+    batch_size: int,
+    device: torch.device,
+    image_size: tuple[int, int],
+    cfg: SEMConfig,
+    check_values: bool = True,
+) -> None:
+    """An `AugmentDraw` for ``batch_size`` samples on ``device``, offsets within
+    ``2 * cfg.crop_padding`` when values are inspectable (`values_inspectable`)."""
     if not isinstance(augment, AugmentDraw):
         raise TypeError(f"augment must be an AugmentDraw or None, got {type(augment).__name__}")
     check_fields("augment", augment._asdict(), batch_size, device)
     check_padding(cfg, image_size)
     p = cfg.crop_padding
-    if values_inspectable(augment.offset) and not bool(((augment.offset >= 0) & (augment.offset <= 2 * p)).all()):
+    in_range = (augment.offset >= 0) & (augment.offset <= 2 * p)
+    if values_inspectable(augment.offset, check_values) and not bool(in_range.all()):
         raise ValueError(f"augment.offset must lie in [0, 2 * cfg.crop_padding] = [0, {2 * p}]")
 
 
@@ -198,16 +220,16 @@ def check_padding(cfg: SEMConfig, image_size: tuple[int, int]) -> None:
 
 
 def check_mix_args(
-    images: object, draw: object, cfg: SEMConfig, augment: object | None = None
+    images: object, draw: object, cfg: SEMConfig, augment: object | None = None, check_values: bool = True
 ) -> tuple[int, int, int, int]:
-    """All arguments of a ``mix_images`` op; returns ``(B, C, H, W)``."""
+    """All arguments of a ``mix_images`` op (values only if ``check_values``); returns ``(B, C, H, W)``."""
     if not isinstance(cfg, SEMConfig):
         raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
     B, C, H, W = check_images(images)
     check_channels(images, cfg)
-    check_draw(draw, B, images.device, (H, W))
+    check_draw(draw, B, images.device, (H, W), check_values)
     if augment is not None:
-        check_augment(augment, B, images.device, (H, W), cfg)
+        check_augment(augment, B, images.device, (H, W), cfg, check_values)
     return B, C, H, W
 
 
@@ -221,14 +243,20 @@ def check_channels(images: torch.Tensor, cfg: SEMConfig) -> None:
 
 
 def check_loss_args(
-    logits: object, z_mix: object, z_clean: object | None, labels: object, draw: object, cfg: SEMConfig
+    logits: object,
+    z_mix: object,
+    z_clean: object | None,
+    labels: object,
+    draw: object,
+    cfg: SEMConfig,
+    check_values: bool = True,
 ) -> None:
-    """All arguments of a ``sem_loss`` op."""
+    """All arguments of a ``sem_loss`` op (values only if ``check_values``)."""
     if not isinstance(cfg, SEMConfig):
         raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
     y = check_tensor("labels", labels)
     if y.dim() != 1 or y.shape[0] == 0:
         raise ValueError(f"labels must have shape (B,) with B >= 1, got {tuple(y.shape)}")
     K = check_features(logits, z_mix, z_clean, y.shape[0], y.device)
-    check_labels(y, y.shape[0], y.device, K)
-    check_draw(draw, y.shape[0], y.device)
+    check_labels(y, y.shape[0], y.device, K, check_values)
+    check_draw(draw, y.shape[0], y.device, check_values=check_values)

@@ -8,6 +8,7 @@ paper is silent (see README, "Defaults that are ours").
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, fields
 from typing import Literal
@@ -126,14 +127,17 @@ class SEMConfig:
         for name in ("correct_lam", "detach_target", "channels_last", "hflip"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"SEMConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        _check_number("alpha", self.alpha, low=0.0, low_open=True)
-        _check_number("cutmix_alpha", self.cutmix_alpha, low=0.0, low_open=True)
-        _check_number("switch_prob", self.switch_prob, low=0.0, high=1.0)
-        _check_number("mix_prob", self.mix_prob, low=0.0, high=1.0)
-        _check_number("gamma", self.gamma, low=0.0)
-        if not isinstance(self.crop_padding, int) or isinstance(self.crop_padding, bool) or self.crop_padding < 0:
-            raise ValueError(f"SEMConfig.crop_padding must be an int >= 0, got {self.crop_padding!r}")
-        _check_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        # Numbers of any kind (numpy scalars too) are stored as Python floats / ints.
+        _set_number(self, "alpha", low=0.0, low_open=True)
+        _set_number(self, "cutmix_alpha", low=0.0, low_open=True)
+        _set_number(self, "switch_prob", low=0.0, high=1.0)
+        _set_number(self, "mix_prob", low=0.0, high=1.0)
+        _set_number(self, "gamma", low=0.0)
+        _set_number(self, "label_smoothing", low=0.0, high=1.0, high_open=True)
+        padding = self.crop_padding
+        if not isinstance(padding, numbers.Integral) or isinstance(padding, bool) or padding < 0:
+            raise ValueError(f"SEMConfig.crop_padding must be an int >= 0, got {padding!r}")
+        object.__setattr__(self, "crop_padding", int(padding))
         # Tuples so that the frozen config stays hashable (torch.compile guards on it).
         object.__setattr__(self, "mean", _channel_tuple("mean", self.mean, positive=False))
         object.__setattr__(self, "std", _channel_tuple("std", self.std, positive=True))
@@ -178,16 +182,19 @@ class SEMConfig:
         return SEMConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
 
 
-def _check_number(
+def _set_number(
+    cfg: SEMConfig,
     name: str,
-    value: object,
     *,
     low: float,
     high: float = math.inf,
     low_open: bool = False,
     high_open: bool = False,
 ) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """Check that field ``name`` is a finite real number (not a bool; numpy scalars count) in the
+    range, and store it as a Python float."""
+    value = getattr(cfg, name)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = (value > low if low_open else value >= low) and (
             value < high if high_open else value <= high
@@ -196,6 +203,7 @@ def _check_number(
         lo = f"({low}" if low_open else f"[{low}"
         hi = "inf)" if high == math.inf else (f"{high})" if high_open else f"{high}]")
         raise ValueError(f"SEMConfig.{name} must be a finite number in {lo}, {hi}, got {value!r}")
+    object.__setattr__(cfg, name, float(value))
 
 
 def _channel_tuple(name: str, value: object, *, positive: bool) -> tuple[float, ...]:

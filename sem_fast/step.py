@@ -23,7 +23,12 @@ from sem_fast.sampling import sample_augment, sample_draw
 
 
 class EncoderClassifier(Protocol):
-    """A model split as ``f = classify . encode`` (see `sem_fast.models.split`)."""
+    """A model split as ``f = classify . encode`` (see `sem_fast.models.split`).
+
+    It may also have an int ``num_classes`` (K, the logits per sample; every model of
+    `sem_fast.models` and of `split` has it), which lets `fused_sem_step` check the labels
+    before running the model.
+    """
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` images -> ``(B, D)`` pooled penultimate features."""
@@ -61,6 +66,7 @@ def fused_sem_step(
     generator: torch.Generator | None = None,
     draw: MixDraw | None = None,
     augment: AugmentDraw | None = None,
+    check_values: bool = True,
 ) -> StepOutput:
     """Run one SEM step and return its loss; the caller runs ``backward()`` and the optimizer.
 
@@ -74,6 +80,12 @@ def fused_sem_step(
     Because it stops at the loss, it composes with AMP (run it under ``torch.autocast``),
     gradient scalers, DDP, gradient accumulation and ``torch.compile``.
 
+    Every argument is checked before the first forward pass, so a rejected batch leaves the model
+    (BatchNorm's running statistics included) untouched. The label range needs the number of
+    classes: it is read from ``model.num_classes``; a model without one has its labels checked
+    against the logits after the forward passes. What depends on the model's outputs (the
+    logits' and features' shapes and dtypes) is checked after them.
+
     Args:
         model: has ``encode`` and ``classify`` (`sem_fast.models`, or any model through
             `sem_fast.models.split`).
@@ -84,6 +96,13 @@ def fused_sem_step(
         generator: drives `sample_draw` and `sample_augment` (a generator on the images' device).
         draw: a fixed `MixDraw` to use instead of sampling one (tests, replays).
         augment: a fixed `AugmentDraw` to use instead of sampling one (needs ``cfg.augments``).
+        check_values: check the values of ``labels``, ``draw`` and ``augment`` (label range,
+            permutation, lambda range, boxes, crop offsets: one host sync on CUDA). False skips
+            these checks only, for a step without host syncs; every type, dtype, shape and
+            device is still checked, and bad values give a NaN loss (`sem_fast.reference`).
+
+    Raises:
+        TypeError, ValueError: naming the bad argument and what was expected.
     """
     if not isinstance(cfg, SEMConfig):
         raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
@@ -95,28 +114,39 @@ def fused_sem_step(
     B, _, H, W = check_images(images)
     check_channels(images, cfg)
     device = images.device
-    check_labels(labels, B, device, num_classes=None)
+    num_classes = model_num_classes(model)
+    check_labels(labels, B, device, num_classes, check_values)
     if draw is None:
         draw = sample_draw(B, H, W, cfg, device=device, generator=generator)
     else:
-        check_draw(draw, B, device, (H, W))
+        check_draw(draw, B, device, (H, W), check_values)
     if augment is not None:
         if not cfg.augments:
             raise ValueError("augment was given but cfg has no augmentation (crop_padding=0, hflip=False)")
-        check_augment(augment, B, device, (H, W), cfg)
+        check_augment(augment, B, device, (H, W), cfg, check_values)
     elif cfg.augments:
         check_padding(cfg, (H, W))
         augment = sample_augment(B, cfg, device=device, generator=generator)
+    mix_backend = get_backend(cfg.backend, device, images, lam=draw.lam)
 
-    x_clean, x_mix = get_backend(cfg.backend, device, images).mix_images(images, draw, cfg, augment)
+    x_clean, x_mix = mix_backend.mix_images(images, draw, cfg, augment)
     z_clean = None
     if cfg.uses_clean_pass:
         with torch.no_grad() if cfg.detach_target else contextlib.nullcontext():
             z_clean = model.encode(x_clean)
     z_mix = model.encode(x_mix)
     logits = model.classify(z_mix)
-    num_classes = check_features(logits, z_mix, z_clean, B, device)
-    check_labels(labels, B, device, num_classes)
-    backend = get_backend(cfg.backend, device, logits, z_mix, z_clean)
+    K = check_features(logits, z_mix, z_clean, B, device)
+    if num_classes is None:
+        check_labels(labels, B, device, K, check_values)
+    elif K != num_classes:
+        raise ValueError(f"model.classify returned {K} logits per sample but model.num_classes is {num_classes}")
+    backend = get_backend(cfg.backend, device, logits, z_mix, z_clean, lam=draw.lam)
     loss, ce, sem = backend.sem_loss(logits, z_mix, z_clean, labels, draw, cfg)
     return StepOutput(loss, ce, sem, logits, draw, augment)
+
+
+def model_num_classes(model: EncoderClassifier) -> int | None:
+    """``model.num_classes`` when it is a positive int (K, known without a forward pass), else None."""
+    k = getattr(model, "num_classes", None)
+    return k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None

@@ -1,5 +1,6 @@
 """SEMConfig: defaults, validation naming the bad field, replace()."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,6 +36,13 @@ def test_defaults_are_valid_and_hashable():
         ("out_dtype", torch.float64, "SEMConfig.out_dtype must be None or one of"),
         ("backend", "cudnn", "SEMConfig.backend"),
         ("crop_padding", -1, "SEMConfig.crop_padding must be an int >= 0"),
+        ("crop_padding", 4.0, "SEMConfig.crop_padding must be an int >= 0"),
+        ("crop_padding", True, "SEMConfig.crop_padding must be an int >= 0"),
+        ("gamma", True, "SEMConfig.gamma must be a finite number"),
+        ("gamma", np.bool_(True), "SEMConfig.gamma must be a finite number"),
+        ("gamma", "1.0", "SEMConfig.gamma must be a finite number"),
+        ("alpha", np.float32("nan"), "SEMConfig.alpha must be a finite number"),
+        ("switch_prob", np.float64(1.5), r"SEMConfig.switch_prob must be a finite number in \[0.0, 1.0\]"),
         ("padding_mode", "edge", "SEMConfig.padding_mode"),
     ],
 )
@@ -71,3 +79,18 @@ def test_resolve_out_dtype_follows_config_autocast_and_input():
     assert SEMConfig(out_dtype=torch.bfloat16).resolve_out_dtype(u8) == torch.bfloat16
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert SEMConfig().resolve_out_dtype(u8) == torch.bfloat16
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
+    cfg = SEMConfig(
+        alpha=np.float32(0.4), cutmix_alpha=np.int64(2), switch_prob=np.float16(0.5), mix_prob=np.float64(1.0),
+        gamma=np.int32(3), label_smoothing=np.float32(0.1), crop_padding=np.int64(4),
+    )  # fmt: skip
+    names = ("alpha", "cutmix_alpha", "switch_prob", "mix_prob", "gamma", "label_smoothing")
+    numbers = {name: getattr(cfg, name) for name in names}
+    assert all(type(v) is float for v in numbers.values()), numbers
+    assert numbers["alpha"] == float(np.float32(0.4)) and numbers["gamma"] == 3.0
+    assert type(cfg.crop_padding) is int and cfg.crop_padding == 4
+    as_python = dict(alpha=float(np.float32(0.4)), cutmix_alpha=2.0, gamma=3.0, label_smoothing=float(np.float32(0.1)))
+    assert cfg == SEMConfig(**as_python, crop_padding=4)
+    assert type(SEMConfig(gamma=2).gamma) is float

@@ -16,7 +16,7 @@ def test_preact_resnet18_shapes_and_parameter_count():
     model = PreActResNet18(num_classes=10)
     assert _count(model) == pytest.approx(11.17e6, rel=0.01)
     z = model.encode(torch.randn(2, 3, 32, 32))
-    assert z.shape == (2, 512) and model.classify(z).shape == (2, 10)
+    assert z.shape == (2, 512) and model.classify(z).shape == (2, 10) and model.num_classes == 10
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)  # Tiny-ImageNet size pools the same
 
 
@@ -26,7 +26,7 @@ def test_wide_resnet_28_10_shapes_and_parameter_count():
     assert _count(WideResNet(28, 10, num_classes=10)) == pytest.approx(36.5e6, rel=0.005)
     small = WideResNet(10, 1, num_classes=7)
     z = small.encode(torch.randn(3, 3, 32, 32))
-    assert z.shape == (3, 64) and small.classify(z).shape == (3, 7)
+    assert z.shape == (3, 64) and small.classify(z).shape == (3, 7) and small.num_classes == 7
 
 
 def test_forward_is_classify_of_encode_and_head_is_linear():
@@ -47,7 +47,7 @@ def test_split_torchvision_resnet_moves_the_fc_layer_to_the_head():
     x = torch.randn(2, 3, 32, 32)
     expected = net(x)
     model = split(net)
-    assert isinstance(model, SplitModel) and model.head.out_features == 10
+    assert isinstance(model, SplitModel) and model.head.out_features == model.num_classes == 10
     z = model.encode(x)
     assert z.shape == (2, 512)
     torch.testing.assert_close(model.classify(z), expected)
@@ -69,7 +69,7 @@ def test_split_timm_model_uses_pre_logits_features():
     net = timm.create_model("resnet18", num_classes=3, pretrained=False).eval()
     x = torch.randn(2, 3, 32, 32)
     model = split(net)
-    assert isinstance(model, TimmSplit)
+    assert isinstance(model, TimmSplit) and model.num_classes == 3
     assert model.encode(x).shape == (2, net.num_features)
     torch.testing.assert_close(model(x), net(x))
 

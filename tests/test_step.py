@@ -1,9 +1,21 @@
-"""fused_sem_step: wiring of mix, clean pass, mixed pass and loss; bad input; determinism."""
+"""fused_sem_step: wiring of mix, clean pass, mixed pass and loss; bad input, checked before any
+forward pass; the value-check switch; a lambda that requires grad; determinism."""
+
+import copy
 
 import pytest
 import torch
 
-from sem_fast import MixDraw, SEMConfig, StepOutput, fused_sem_step, mix_images, sample_draw, sem_loss
+from sem_fast import (
+    MixDraw,
+    SEMConfig,
+    StepOutput,
+    available_backends,
+    fused_sem_step,
+    mix_images,
+    sample_draw,
+    sem_loss,
+)
 from sem_fast import reference as ref
 from sem_fast.data import load_bundled
 from sem_fast.draws import AugmentDraw
@@ -81,49 +93,162 @@ def _bad_draw(**fields):
     return d._replace(**fields)
 
 
-@pytest.mark.parametrize(
-    "kwargs, error, message",
-    [
-        (dict(images=IMAGES.int()), TypeError, "images must be uint8"),
-        (dict(images=IMAGES[0]), ValueError, "images must be 4-D"),
-        (dict(images=IMAGES[:0], labels=LABELS[:0]), ValueError, "images must be non-empty"),
-        (dict(images=IMAGES[..., :1]), ValueError, "images have 1 channels but cfg.mean"),
-        (dict(labels=LABELS.float()), TypeError, "labels must be int64 or int32"),
-        (dict(labels=LABELS[:4]), ValueError, r"labels must have shape \(8,\)"),
-        (dict(labels=LABELS.to("meta")), ValueError, "labels is on meta but images is on cpu"),
-        (dict(labels=LABELS + 10), ValueError, r"labels must lie in \[0, 10\)"),
-        (dict(labels=torch.full_like(LABELS, -1)), ValueError, "found -1"),
-        (dict(draw=_bad_draw(perm=torch.zeros(8, dtype=torch.int64))), ValueError, "draw.perm must be a permutation"),
-        (dict(draw=_bad_draw(perm=torch.arange(8, dtype=torch.int32))), TypeError, "draw.perm must be torch.int64"),
-        (dict(draw=_bad_draw(lam=torch.ones(4))), ValueError, r"draw.lam must have shape \(8,\)"),
-        (dict(draw=_bad_draw(lam=torch.full((8,), 1.5))), ValueError, r"draw.lam must lie in \[0, 1\]"),
-        (
-            dict(draw=_bad_draw(box=torch.tensor([[0, 33, 0, 4]] * 8, dtype=torch.int32), is_cutmix=torch.ones(8, dtype=torch.bool))),
-            ValueError,
-            r"draw.box\[0\] = \[0, 33, 0, 4\] is not a half-open",
-        ),
-        (dict(draw=_bad_draw(box=torch.ones(8, 4, dtype=torch.int32))), ValueError, "all zeros for samples with draw.is_cutmix False"),
-        (dict(draw=(1, 2, 3, 4)), TypeError, "draw must be a MixDraw"),
-        (dict(cfg={"mix": "mixup"}), TypeError, "cfg must be a SEMConfig"),
-        (dict(model=torch.nn.Linear(3, 3)), TypeError, r"model must have an encode\(\) method; wrap it with sem_fast.models.split"),
-        (
-            dict(augment=AugmentDraw(torch.zeros(8, 2, dtype=torch.int32), torch.zeros(8, dtype=torch.bool))),
-            ValueError,
-            "augment was given but cfg has no augmentation",
-        ),
-        (
-            dict(cfg=CFG.replace(crop_padding=2), augment=AugmentDraw(torch.full((8, 2), 5, dtype=torch.int32), torch.zeros(8, dtype=torch.bool))),
-            ValueError,
-            r"augment.offset must lie in \[0, 2 \* cfg.crop_padding\] = \[0, 4\]",
-        ),
-        (dict(cfg=CFG.replace(crop_padding=32, padding_mode="reflect")), ValueError, "must be smaller than the image size"),
-    ],
-)
-def test_bad_input_raises_a_clear_error(kwargs, error, message):
-    args = dict(model=_model(), images=IMAGES, labels=LABELS, cfg=CFG) | kwargs
+_OFFSET_5 = AugmentDraw(torch.full((8, 2), 5, dtype=torch.int32), torch.zeros(8, dtype=torch.bool))
+_ALL_CUTMIX = torch.ones(8, dtype=torch.bool)
+_CUTMIX_BOX_33 = _bad_draw(box=torch.tensor([[0, 33, 0, 4]] * 8, dtype=torch.int32), is_cutmix=_ALL_CUTMIX)
+_MIXUP_BOX_ONES = _bad_draw(box=torch.ones(8, 4, dtype=torch.int32))
+
+#: name -> (arguments, error, message): bad values, which only a value check (reading tensor
+#: contents, a host sync on CUDA) finds.
+VALUE_ERRORS = {
+    "label_K": (dict(labels=LABELS + 10), ValueError, r"labels must lie in \[0, 10\)"),
+    "label_negative": (dict(labels=torch.full_like(LABELS, -1)), ValueError, "found -1"),
+    "perm_not_a_permutation": (
+        dict(draw=_bad_draw(perm=torch.zeros(8, dtype=torch.int64))), ValueError, "draw.perm must be a permutation"
+    ),
+    "lam_above_one": (dict(draw=_bad_draw(lam=torch.full((8,), 1.5))), ValueError, r"draw.lam must lie in \[0, 1\]"),
+    "box_past_the_image": (dict(draw=_CUTMIX_BOX_33), ValueError, r"draw.box\[0\] = \[0, 33, 0, 4\] is not a"),
+    "box_of_a_mixup_sample": (dict(draw=_MIXUP_BOX_ONES), ValueError, "all zeros for samples with draw.is_cutmix"),
+    "crop_offset_past_2p": (
+        dict(cfg=CFG.replace(crop_padding=2), augment=_OFFSET_5),
+        ValueError,
+        r"augment.offset must lie in \[0, 2 \* cfg.crop_padding\] = \[0, 4\]",
+    ),
+}
+#: ... and bad types, dtypes, shapes, devices and configurations, which every call checks.
+METADATA_ERRORS = {
+    "images_int32": (dict(images=IMAGES.int()), TypeError, "images must be uint8"),
+    "images_3d": (dict(images=IMAGES[0]), ValueError, "images must be 4-D"),
+    "images_empty": (dict(images=IMAGES[:0], labels=LABELS[:0]), ValueError, "images must be non-empty"),
+    "channels_differ_from_mean": (dict(images=IMAGES[..., :1]), ValueError, "images have 1 channels but cfg.mean"),
+    "labels_float": (dict(labels=LABELS.float()), TypeError, "labels must be int64 or int32"),
+    "labels_short": (dict(labels=LABELS[:4]), ValueError, r"labels must have shape \(8,\)"),
+    "labels_on_meta": (dict(labels=LABELS.to("meta")), ValueError, "labels is on meta but images is on cpu"),
+    "perm_int32": (dict(draw=_bad_draw(perm=torch.arange(8, dtype=torch.int32))), TypeError, "draw.perm must be"),
+    "lam_short": (dict(draw=_bad_draw(lam=torch.ones(4))), ValueError, r"draw.lam must have shape \(8,\)"),
+    "draw_a_tuple": (dict(draw=(1, 2, 3, 4)), TypeError, "draw must be a MixDraw"),
+    "cfg_a_dict": (dict(cfg={"mix": "mixup"}), TypeError, "cfg must be a SEMConfig"),
+    "model_unsplit": (
+        dict(model=torch.nn.Linear(3, 3)),
+        TypeError,
+        r"model must have an encode\(\) method; wrap it with sem_fast.models.split",
+    ),
+    "augment_without_augmentation": (
+        dict(augment=AugmentDraw(torch.zeros(8, 2, dtype=torch.int32), torch.zeros(8, dtype=torch.bool))),
+        ValueError,
+        "augment was given but cfg has no augmentation",
+    ),
+    "reflect_padding_too_wide": (
+        dict(cfg=CFG.replace(crop_padding=32, padding_mode="reflect")),
+        ValueError,
+        "must be smaller than the image size",
+    ),
+}
+
+
+def _step(check_values=True, **kwargs):
+    """``fused_sem_step`` with ``kwargs`` replacing the arguments of a clean batch and fixed draw."""
+    args = dict(model=_model(), images=IMAGES, labels=LABELS, cfg=CFG, draw=_bad_draw()) | kwargs
     extra = {k: args.pop(k) for k in ("draw", "augment") if k in args}
+    return fused_sem_step(args["model"], args["images"], args["labels"], args["cfg"], check_values=check_values, **extra)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message", [*VALUE_ERRORS.values(), *METADATA_ERRORS.values()], ids=[*VALUE_ERRORS, *METADATA_ERRORS]
+)
+def test_bad_input_raises_a_clear_error_before_any_forward_pass(kwargs, error, message):
+    model = kwargs.get("model", _model())
     with pytest.raises(error, match=message):
-        fused_sem_step(args["model"], args["images"], args["labels"], args["cfg"], **extra)
+        _step(**(kwargs | dict(model=model)))
+    assert getattr(model, "calls", []) == []
+
+
+@pytest.mark.parametrize("kwargs, error, message", METADATA_ERRORS.values(), ids=METADATA_ERRORS.keys())
+def test_without_value_checks_metadata_is_still_checked(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        _step(check_values=False, **kwargs)
+
+
+def test_without_value_checks_bad_values_give_nan_or_their_documented_meaning():
+    """``check_values=False``: no value check runs; labels, partners and crop offsets out of range
+    give a NaN loss, a box is clipped to the image and ignored for mixup samples, lambda is used
+    as given (`sem_fast.reference`)."""
+    for case in ("label_K", "label_negative", "perm_not_a_permutation", "crop_offset_past_2p"):
+        assert _step(check_values=False, **VALUE_ERRORS[case][0]).loss.isnan(), case
+    clipped = _bad_draw(box=torch.tensor([[0, 32, 0, 4]] * 8, dtype=torch.int32), is_cutmix=_ALL_CUTMIX)
+    assert torch.equal(_step(check_values=False, draw=_CUTMIX_BOX_33).loss, _step(draw=clipped).loss)
+    assert torch.equal(_step(check_values=False, draw=_MIXUP_BOX_ONES).loss, _step().loss)
+    assert _step(check_values=False, **VALUE_ERRORS["lam_above_one"][0]).loss.isfinite()
+
+
+def test_a_batch_rejected_for_a_bad_label_leaves_batchnorm_statistics_and_parameters_untouched():
+    model = _model()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        fused_sem_step(model, IMAGES, LABELS + 10, CFG)
+    assert model.calls == [] and all(torch.equal(t, before[k]) for k, t in model.state_dict().items())
+    fused_sem_step(model, IMAGES, LABELS, CFG)  # a good batch does move them
+    assert not torch.equal(model.bn.running_mean, before["bn.running_mean"])
+
+
+class _WithoutClassCount(torch.nn.Module):
+    """``encode`` and ``classify`` of a TinyNet, without ``num_classes``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def encode(self, x):
+        return self.net.encode(x)
+
+    def classify(self, z):
+        return self.net.classify(z)
+
+
+def test_without_num_classes_the_labels_are_checked_against_the_logits_after_the_forward():
+    model = _model()
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        fused_sem_step(_WithoutClassCount(model), IMAGES, LABELS + 10, CFG)
+    assert model.calls == [False, True]
+
+
+def test_num_classes_that_disagrees_with_the_logits_is_reported():
+    class Miscounted(TinyNet):
+        num_classes = 12
+
+    with pytest.raises(ValueError, match="model.classify returned 10 logits per sample but model.num_classes is 12"):
+        fused_sem_step(Miscounted(), IMAGES, LABELS, CFG)
+
+
+FAST = [name for name in ("triton", "native") if available_backends("cpu")[name] is None]
+
+
+def test_a_lambda_that_requires_grad_is_differentiated_by_auto_through_the_reference():
+    draw = _bad_draw()
+    lam = draw.lam.clone().requires_grad_(True)
+    grads = []
+    for backend in ("auto", "reference"):
+        out = fused_sem_step(_model(), IMAGES, LABELS, CFG.replace(backend=backend), draw=draw._replace(lam=lam))
+        grads.append(torch.autograd.grad(out.loss, lam)[0])
+    assert grads[0].abs().sum() > 0 and torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_a_lambda_that_requires_grad_is_refused_by_the_fast_backends_naming_it(name):
+    cfg = CFG.replace(backend=name)
+    draw = _bad_draw()
+    draw = draw._replace(lam=draw.lam.clone().requires_grad_(True))
+    message = rf"backend='{name}' cannot take this input: draw.lam requires grad.*'reference'"
+    model = _model()
+    with pytest.raises(ValueError, match=message):
+        fused_sem_step(model, IMAGES, LABELS, cfg, draw=draw)
+    assert model.calls == []
+    with pytest.raises(ValueError, match=message):
+        mix_images(IMAGES, draw, cfg)
+    logits, z = torch.zeros(8, 10), torch.zeros(8, 4)
+    with pytest.raises(ValueError, match=message):
+        sem_loss(logits, z, z, LABELS, draw, cfg)
+    assert sem_loss(logits, z, z, LABELS, draw._replace(lam=draw.lam.detach()), cfg)[0].isfinite()
 
 
 def test_bad_features_from_the_model_are_reported():

@@ -68,8 +68,8 @@ class TinyNet(torch.nn.Module):
     """A small conv net with the ``encode``/``classify`` split, counting its encode calls.
 
     ``encode``: conv3x3(C -> width) - BN - ReLU - global average pool -> ``(B, width)``;
-    ``classify``: linear ``width -> num_classes``. ``calls`` records, per ``encode`` call,
-    whether grad mode was on.
+    ``classify``: linear ``width -> num_classes``, which ``num_classes`` reports (as the models of
+    `sem_fast.models` do). ``calls`` records, per ``encode`` call, whether grad mode was on.
     """
 
     def __init__(self, in_channels: int = 3, width: int = 8, num_classes: int = 10) -> None:
@@ -85,6 +85,10 @@ class TinyNet(torch.nn.Module):
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         return self.fc(z)
+
+    @property
+    def num_classes(self) -> int:
+        return self.fc.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(x))

@@ -70,5 +70,10 @@ class PreActResNet18(nn.Module):
         """``(B, D)`` -> ``(B, num_classes)`` logits."""
         return self.fc(z)
 
+    @property
+    def num_classes(self) -> int:
+        """K, the logits per sample (``fused_sem_step`` checks the labels against it before any forward)."""
+        return self.fc.out_features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(x))

@@ -28,6 +28,11 @@ class SplitModel(nn.Module):
         """``(B, D)`` -> ``(B, K)`` logits."""
         return self.head(z)
 
+    @property
+    def num_classes(self) -> int:
+        """K, the logits per sample (``fused_sem_step`` checks the labels against it before any forward)."""
+        return self.head.out_features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(x))
 
@@ -46,6 +51,11 @@ class TimmSplit(nn.Module):
     def classify(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, num_features)`` -> ``(B, num_classes)`` through timm's classifier."""
         return self.model.get_classifier()(z)
+
+    @property
+    def num_classes(self) -> int:
+        """K, timm's ``num_classes`` (``fused_sem_step`` checks the labels against it before any forward)."""
+        return self.model.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(x))

@@ -5,7 +5,10 @@
     loss, ce, sem = sem_loss(logits, z_mix, z_clean, labels, draw, cfg)
 
 ``cfg.backend`` picks the backend per op (`sem_fast.ops.registry`); every backend computes
-exactly what the specification `sem_fast.reference` computes.
+exactly what the specification `sem_fast.reference` computes. ``check_values=False`` skips the
+checks that read tensor values (label range, permutation, lambda range, boxes, crop offsets: a
+host sync on CUDA) and keeps every metadata check (type, dtype, shape, device); bad values then
+give NaN, never an out-of-bounds read (`sem_fast.reference` says which).
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from sem_fast.ops.registry import get_backend
 
 
 def mix_images(
-    images: torch.Tensor, draw: MixDraw, cfg: SEMConfig, *, augment: AugmentDraw | None = None
+    images: torch.Tensor,
+    draw: MixDraw,
+    cfg: SEMConfig,
+    *,
+    augment: AugmentDraw | None = None,
+    check_values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalize, optionally augment, and mix a batch: one fused pass on the fast backends.
 
@@ -32,6 +40,8 @@ def mix_images(
             ``channels_last``, ``backend`` and whether it ``mixes`` are used.
         augment: `AugmentDraw` (``offset (B, 2) int32``, ``flip (B,) bool``) applied to the clean
             images before mixing, or ``None``.
+        check_values: check ``perm``, ``lam``, the boxes and the crop offsets (a host sync on
+            CUDA); False skips these checks only.
 
     Returns:
         ``(x_clean, x_mix)``, ``(B, C, H, W)`` in ``cfg.resolve_out_dtype(images)``, in
@@ -40,10 +50,12 @@ def mix_images(
         `sem_fast.reference.mix_images` for the formulas.
 
     Raises:
-        TypeError, ValueError: naming the bad argument and what was expected.
+        TypeError, ValueError: naming the bad argument and what was expected (also when the
+            backend named by ``cfg.backend`` cannot take the input, e.g. a ``draw.lam`` that
+            requires grad, which only the reference differentiates).
     """
-    check_mix_args(images, draw, cfg, augment)
-    return get_backend(cfg.backend, images.device, images).mix_images(images, draw, cfg, augment)
+    check_mix_args(images, draw, cfg, augment, check_values)
+    return get_backend(cfg.backend, images.device, images, lam=draw.lam).mix_images(images, draw, cfg, augment)
 
 
 def sem_loss(
@@ -53,6 +65,8 @@ def sem_loss(
     labels: torch.Tensor,
     draw: MixDraw,
     cfg: SEMConfig,
+    *,
+    check_values: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mixed cross-entropy plus ``cfg.gamma`` times the SEM term: one fused kernel per direction on
     the fast backends.
@@ -64,6 +78,8 @@ def sem_loss(
         labels: ``(B,)`` int64|int32 in ``[0, K)``.
         draw: the `MixDraw` the images were mixed with (``perm`` and ``lam`` are used).
         cfg: ``gamma``, ``sem_reduction``, ``detach_target``, ``label_smoothing`` and ``backend``.
+        check_values: check the label range, ``perm`` and ``lam`` (a host sync on CUDA); False
+            skips these checks only.
 
     Returns:
         ``(loss, ce, sem)``, each a ``() float32`` tensor, ``loss = ce + cfg.gamma * sem``;
@@ -71,8 +87,10 @@ def sem_loss(
         ``z_clean``. See `sem_fast.reference.sem_loss` for the formulas.
 
     Raises:
-        TypeError, ValueError: naming the bad argument and what was expected.
+        TypeError, ValueError: naming the bad argument and what was expected (also when the
+            backend named by ``cfg.backend`` cannot take the input, e.g. a ``draw.lam`` that
+            requires grad, which only the reference differentiates).
     """
-    check_loss_args(logits, z_mix, z_clean, labels, draw, cfg)
-    backend = get_backend(cfg.backend, labels.device, logits, z_mix, z_clean)
+    check_loss_args(logits, z_mix, z_clean, labels, draw, cfg, check_values)
+    backend = get_backend(cfg.backend, labels.device, logits, z_mix, z_clean, lam=draw.lam)
     return backend.sem_loss(logits, z_mix, z_clean, labels, draw, cfg)

@@ -10,8 +10,8 @@ semantics of `sem_fast.reference`, as *unchecked* entry points (`sem_fast.ops.fu
   interpreter (tests).
 - ``'native'``: the kernels of ``csrc/`` (`sem_fast.ops.native`): C++ on CPUs, CUDA on GPUs.
 - ``'auto'``: per device the first of `AUTO_ORDER` that runs there *and* takes the input (e.g.
-  float64, or uint8 images with more than 16 channels on ``'native'``, fall through to the
-  reference).
+  float64, uint8 images with more than 16 channels on ``'native'``, or a ``draw.lam`` that
+  requires grad fall through to the reference).
 
 ``'cuda'`` is a deprecated alias of ``'native'`` (`sem_fast.config.canonical_backend`).
 """
@@ -37,22 +37,25 @@ class OpBackend(NamedTuple):
         mix_images, sem_loss: unchecked entry points with the reference's signatures.
         unsupported_input: ``(*tensors) -> str | None``, why the backend cannot take these
             images or features (None when it can).
+        differentiates_lam: whether gradients reach ``draw.lam``. The kernel backends share the
+            autograd of `sem_fast.ops.schema`, which takes lambda as a constant.
     """
 
     name: str
     mix_images: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     sem_loss: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     unsupported_input: Callable[..., str | None]
+    differentiates_lam: bool
 
 
 def _reference() -> OpBackend:
-    return OpBackend("reference", reference.mix_images, reference.sem_loss, lambda *tensors: None)
+    return OpBackend("reference", reference.mix_images, reference.sem_loss, lambda *tensors: None, True)
 
 
 def _module_backend(name: str, module: str) -> Callable[[], OpBackend]:
     def load() -> OpBackend:
         backend = importlib.import_module(module)
-        return OpBackend(name, backend.mix_images, backend.sem_loss, backend.unsupported_input)
+        return OpBackend(name, backend.mix_images, backend.sem_loss, backend.unsupported_input, False)
 
     return load
 
@@ -106,9 +109,19 @@ def available_backends(device: torch.device | str = "cpu") -> dict[str, str | No
     return {name: probe(device_type) for name, (_, probe) in _REGISTRY.items()}
 
 
-def get_backend(name: str, device: torch.device | str, *inputs: torch.Tensor | None) -> OpBackend:
+def _unsupported(backend: OpBackend, inputs: tuple[torch.Tensor | None, ...], lam: torch.Tensor | None) -> str | None:
+    """Why ``backend`` cannot take ``inputs`` and ``lam``, or None."""
+    if lam is not None and lam.requires_grad and not backend.differentiates_lam:
+        return "draw.lam requires grad, but these kernels take lambda as a constant (no gradient reaches it)"
+    return backend.unsupported_input(*inputs)
+
+
+def get_backend(
+    name: str, device: torch.device | str, *inputs: torch.Tensor | None, lam: torch.Tensor | None = None
+) -> OpBackend:
     """The backend ``name`` for ``device`` that takes ``inputs`` (the images, or the logits and
-    features): for ``'auto'``, the first of `AUTO_ORDER` that runs there and takes them.
+    features) and ``lam`` (``draw.lam``: one that requires grad needs the reference): for
+    ``'auto'``, the first of `AUTO_ORDER` that runs there and takes them.
 
     Raises ``ValueError`` naming the reason when a named backend cannot run there or cannot take
     the inputs.
@@ -119,7 +132,7 @@ def get_backend(name: str, device: torch.device | str, *inputs: torch.Tensor | N
         for candidate in AUTO_ORDER.get(device_type, ("reference",)):
             if _REGISTRY[candidate][1](device_type) is None:
                 backend = _load(candidate)
-                if backend.unsupported_input(*inputs) is None:
+                if _unsupported(backend, inputs, lam) is None:
                     return backend
         return _load("reference")
     if name not in _REGISTRY:
@@ -128,7 +141,7 @@ def get_backend(name: str, device: torch.device | str, *inputs: torch.Tensor | N
     if reason is not None:
         raise ValueError(f"backend={name!r} cannot run on {device_type}: {reason}")
     backend = _load(name)
-    reason = backend.unsupported_input(*inputs)
+    reason = _unsupported(backend, inputs, lam)
     if reason is not None:
         raise ValueError(f"backend={name!r} cannot take this input: {reason}; use backend='auto' or 'reference'")
     return backend

@@ -170,8 +170,9 @@ class SEMConfig:
         """The dtype of the normalized/mixed images made from ``images`` (see ``out_dtype``)."""
         if self.out_dtype is not None:
             return self.out_dtype
-        if torch.is_autocast_enabled(images.device.type):
-            return torch.get_autocast_dtype(images.device.type)
+        device_type = images.device.type  # 'meta' has no autocast state
+        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
         return torch.float32 if images.dtype == torch.uint8 else images.dtype
 
     def replace(self, **changes: object) -> SEMConfig:

@@ -181,6 +181,18 @@ def test_without_value_checks_bad_values_give_nan_or_their_documented_meaning():
     assert _step(check_values=False, **VALUE_ERRORS["lam_above_one"][0]).loss.isfinite()
 
 
+def test_without_value_checks_the_step_reads_no_tensor_value():
+    """On the meta device tensors have no values: a step (draws sampled, backward included) that
+    runs there read none, so on CUDA it makes no host sync; the value checks do read."""
+    cfg = CFG.replace(mix="switch", lam_mode="elem", crop_padding=4, hflip=True, detach_target=False)
+    model, images, labels = _model().to("meta"), IMAGES.to("meta"), LABELS.to("meta")
+    out = fused_sem_step(model, images, labels, cfg, check_values=False)
+    out.loss.backward()
+    assert out.loss.device.type == "meta" and all(p.grad is not None for p in model.parameters())
+    with pytest.raises(RuntimeError, match="meta tensors"):
+        fused_sem_step(model, images, labels, cfg)
+
+
 def test_a_batch_rejected_for_a_bad_label_leaves_batchnorm_statistics_and_parameters_untouched():
     model = _model()
     before = copy.deepcopy(model.state_dict())

@@ -18,7 +18,6 @@ semantics of `sem_fast.reference`, as *unchecked* entry points (`sem_fast.ops.fu
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from typing import NamedTuple
@@ -52,12 +51,18 @@ def _reference() -> OpBackend:
     return OpBackend("reference", reference.mix_images, reference.sem_loss, lambda *tensors: None, True)
 
 
-def _module_backend(name: str, module: str) -> Callable[[], OpBackend]:
-    def load() -> OpBackend:
-        backend = importlib.import_module(module)
-        return OpBackend(name, backend.mix_images, backend.sem_loss, backend.unsupported_input, False)
+def _triton() -> OpBackend:
+    # Import statements, not importlib: torch.compile can trace an import statement, so a step
+    # compiled before any eager call still loads its backend.
+    from sem_fast.ops import triton as backend  # imports Triton and registers its kernels
 
-    return load
+    return OpBackend("triton", backend.mix_images, backend.sem_loss, backend.unsupported_input, False)
+
+
+def _native() -> OpBackend:
+    from sem_fast.ops import native as backend  # loads the compiled extension sem_fast._C
+
+    return OpBackend("native", backend.mix_images, backend.sem_loss, backend.unsupported_input, False)
 
 
 def _probe_triton(device_type: str) -> str | None:
@@ -81,8 +86,8 @@ def _probe_native(device_type: str) -> str | None:
 #: name -> (loader of its `OpBackend`, probe: None if it runs on a device type, else why not).
 _REGISTRY: dict[str, tuple[Callable[[], OpBackend], Callable[[str], str | None]]] = {
     "reference": (_reference, lambda device_type: None),
-    "triton": (_module_backend("triton", "sem_fast.ops.triton"), _probe_triton),
-    "native": (_module_backend("native", "sem_fast.ops.native"), _probe_native),
+    "triton": (_triton, _probe_triton),
+    "native": (_native, _probe_native),
 }
 
 #: ``'auto'``'s preference per device type, fastest first. On CUDA Triton goes first until both

@@ -2,6 +2,11 @@
 ``'auto'`` falling through to the next backend when one cannot take an input, the deprecated
 ``'cuda'`` name, and float64 (reference only)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -110,3 +115,24 @@ def test_a_float64_model_trains_on_auto_through_the_reference():
 
     out = fused_sem_step(Float64Input(model), images_, labels, cfg, draw=draw)
     assert out.loss.dtype == torch.float64 and out.loss.isfinite()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAST)
+def test_a_step_compiled_before_any_eager_call_loads_its_backend(name):
+    """In a fresh interpreter the backend module is first imported while torch.compile traces the
+    step (fullgraph): the registry's loader must be traceable."""
+    script = f"""
+import torch
+from sem_fast import SEMConfig, fused_sem_step, sample_draw
+from tests.utils import TinyNet
+cfg = SEMConfig(backend={name!r})
+images, labels = torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8), torch.arange(4)
+draw = sample_draw(4, 8, 8, cfg, device="cpu")
+step = torch.compile(fused_sem_step, fullgraph=True)
+assert step(TinyNet(), images, labels, cfg, draw=draw, check_values=False).loss.isfinite()
+"""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]

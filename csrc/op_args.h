@@ -238,6 +238,12 @@ inline at::Tensor check_row_stats(const at::Tensor& row_stats, int64_t B, const 
   return row_stats.contiguous();
 }
 
+// The forward's inverse permutation: (B,) int64, contiguous.
+inline at::Tensor check_inv_perm(const at::Tensor& inv_perm, int64_t B, const at::Tensor& ref) {
+  check_array(inv_perm, "inv_perm", at::kLong, {B}, ref);
+  return inv_perm.contiguous();
+}
+
 // Which gradients sem_loss_backward writes; z_mix/z_clean gradients need z_clean (the SEM term).
 inline void check_loss_grad_flags(const LossArgs& a, bool z_mix_grad, bool z_clean_grad) {
   TORCH_CHECK(a.z_clean.defined() || !(z_mix_grad || z_clean_grad),

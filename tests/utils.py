@@ -1,10 +1,13 @@
-"""Helpers shared by the tests: seeding, comparisons, tiny models, the torchvision import shim, data helpers."""
+"""Helpers shared by the tests: seeding, comparisons, launch counters, tiny models, the torchvision
+import shim, data helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,44 @@ def assert_low_precision_close(
     assert err <= 2 * plain_err + atol, (
         f"{name}: fast-path error {err:.3g} > 2 x plain low-precision error {plain_err:.3g} + {atol:g}"
     )
+
+
+@contextlib.contextmanager
+def triton_launches() -> Iterator[Counter]:
+    """Count the Triton kernel launches (``kernel[grid](...)``) inside the block, by kernel name,
+    in Triton's CPU interpreter as on a GPU: ``with triton_launches() as launches: ...``."""
+    from triton.runtime.jit import KernelInterface
+
+    launches: Counter = Counter()
+    original = KernelInterface.__getitem__
+
+    def counted_getitem(kernel, grid):
+        launcher = original(kernel, grid)
+
+        def counted(*args, **kwargs):
+            launches[kernel.fn.__name__] += 1
+            return launcher(*args, **kwargs)
+
+        return counted
+
+    KernelInterface.__getitem__ = counted_getitem
+    try:
+        yield launches
+    finally:
+        KernelInterface.__getitem__ = original
+
+
+def cuda_launches(fn) -> Counter:
+    """Run ``fn()`` once under the profiler and count the CUDA kernels, memsets and copies it put
+    on the GPU, by name (needs a GPU)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return Counter(e.name for e in prof.events() if e.device_type == DeviceType.CUDA)
 
 
 def import_torchvision():

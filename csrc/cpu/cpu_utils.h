@@ -52,14 +52,15 @@ inline int64_t row_grain(int64_t elements_per_row) {
 // -ffast-math, which would break the NaN propagation the kernels rely on). Cephes' expf:
 // exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, a degree-6 polynomial for exp(r);
 // relative error below one float ulp (measured: at most 8.1e-8 against double-precision exp on
-// [-87, 0] in steps of 1e-6). x below -87.3 (exp < 1.2e-38, the smallest normal float) returns
-// exp(-87.3); NaN propagates.
+// [-87, 0] in steps of 1e-6). x below -87.3 (exp < 1.2e-38, the smallest normal float; -inf
+// too, a masked logit) returns 0, as a GPU's flush-to-zero exp does; NaN propagates.
 inline float exp_nonpositive(float x) {
   constexpr float kLowest = -87.3f;
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;  // ln 2 split for an exact n * ln2
-  x = x < kLowest ? kLowest : x;
+  const bool underflows = x < kLowest;
+  x = underflows ? kLowest : x;
   const float n = (x * kLog2e + kRound) - kRound;
   const float r = (x - n * kLn2Hi) - n * kLn2Lo;
   float p = 1.9875691500e-4f;
@@ -72,7 +73,7 @@ inline float exp_nonpositive(float x) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return underflows ? 0.0f : p * scale;
 }
 
 // Terms per float partial sum in chunked_sum: 128 terms over 4-8 vector lanes are 16-32

@@ -5,6 +5,9 @@
 // target gathered from z_clean[perm[b]] on the fly. Everything is relative to the row max (the
 // forward saves it with log sum exp(x - max): row_stats), so logits of any magnitude keep their
 // accuracy. Row results are summed in a fixed order in float64, so the loss is deterministic.
+// The forward also builds inv_perm[perm[b]] = b and checks that perm is a permutation: if not
+// (values are unchecked under torch.compile), loss, ce and sem are NaN and every row's statistics
+// are kPoisonedStats, which the backward turns into NaN gradients.
 // Semantics: sem_fast.reference.sem_loss.
 #include <torch/library.h>
 
@@ -25,6 +28,27 @@ inline int64_t partner_label(const int64_t* labels, const int64_t* perm, int64_t
 }
 
 inline bool label_ok(int64_t k, int64_t K) { return k >= 0 && k < K; }
+
+// Row statistics (max, log sum exp(x - max)) of every row of a batch whose perm is not a
+// permutation: logits never give a negative log-sum-exp relative to their max (>= 0 or NaN), so
+// -inf marks the batch, and the NaN max makes the recomputed softmax NaN
+// (sem_fast/ops/triton/loss.py: POISONED_STATS).
+constexpr float kPoisonedMax = kNaN;
+constexpr float kPoisonedLogD = -INFINITY;
+inline bool poisoned(const float* row_stats, int64_t b) { return row_stats[2 * b + 1] == kPoisonedLogD; }
+
+// inv[perm[b]] = b for every in-range perm[b]; returns whether perm is a permutation of [0, B):
+// every b in range and confirmed by inv[perm[b]] == b (a repeated entry leaves one of its rows
+// unconfirmed; entries of inv that no row wrote are never read).
+bool build_inverse(const int64_t* perm, int64_t B, int64_t* inv) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (perm[b] >= 0 && perm[b] < B) inv[perm[b]] = b;
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    if (perm[b] < 0 || perm[b] >= B || inv[perm[b]] != b) return false;
+  }
+  return true;
+}
 
 // Writes row_stats[b] = (max, log sum exp(x - max)) and returns the mixed cross-entropy of every row, (B,).
 template <typename T>
@@ -113,7 +137,7 @@ at::Tensor scalar(float v, const at::Tensor& like) {
 // What the summed squared SEM error is divided by: every element ('mean'), or every row ('sum').
 inline double sem_count(int64_t B, int64_t D, bool sem_mean) { return sem_mean ? static_cast<double>(B) * D : B; }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cpu(
     const at::Tensor& logits, const at::Tensor& z_mix, const c10::optional<at::Tensor>& z_clean,
     const at::Tensor& labels, const at::Tensor& perm, const at::Tensor& lam, double gamma, double label_smoothing,
     bool sem_mean) {
@@ -129,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cpu(
   });
   double ce_total = 0.0;
   for (float c : ce_row) ce_total += c;
-  const float ce = static_cast<float>(ce_total / B);
+  float ce = static_cast<float>(ce_total / B);
 
   float sem = 0.0f;
   if (a.z_clean.defined()) {
@@ -138,8 +162,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cpu(
                    [&](auto tag) { total = sem_sum<decltype(tag)>(a.z_mix, a.z_clean, p, l); });
     sem = static_cast<float>(total / sem_count(B, a.z_mix.size(1), sem_mean));
   }
+  at::Tensor inv_perm = at::empty({B}, a.perm.options());
+  if (!build_inverse(p, B, inv_perm.data_ptr<int64_t>())) {
+    float* stats = row_stats.data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      stats[2 * b] = kPoisonedMax;
+      stats[2 * b + 1] = kPoisonedLogD;
+    }
+    ce = sem = kNaN;
+  }
   const float loss = ce + static_cast<float>(gamma) * sem;
-  return {scalar(loss, logits), scalar(ce, logits), scalar(sem, logits), row_stats};
+  return {scalar(loss, logits), scalar(ce, logits), scalar(sem, logits), row_stats, inv_perm};
 }
 
 // dlogits (B, K) = scale * (softmax(logits) - mixed smoothed target), softmax from row_stats.
@@ -175,9 +208,12 @@ void mixed_ce_backward(const LossArgs& a, const float* row_stats, float scale, f
 }
 
 // dz_mix = c2 * u and (dz_clean defined) dz_clean[b] = -c2 * (lam[b] * u[b] + (1 - lam[m]) * u[m]),
-// u the SEM error and m = inv[b] the sample whose partner is b.
+// u the SEM error and m = inv[b] the sample whose partner is b (the forward's inv_perm); NaN rows
+// where the statistics are poisoned (perm not a permutation). An inv entry out of [0, B) is never
+// followed (a direct op call may pass anything).
 template <typename T>
-void sem_distance_backward(const LossArgs& a, float c2, at::Tensor& dz_mix, at::Tensor& dz_clean) {
+void sem_distance_backward(const LossArgs& a, const float* row_stats, const int64_t* inv, float c2, at::Tensor& dz_mix,
+                           at::Tensor& dz_clean) {
   const int64_t B = a.B, D = a.z_mix.size(1);
   const T* zmv = a.z_mix.data_ptr<T>();
   const T* zcv = a.z_clean.data_ptr<T>();
@@ -185,13 +221,13 @@ void sem_distance_backward(const LossArgs& a, float c2, at::Tensor& dz_mix, at::
   const float* lv = a.lam.data_ptr<float>();
   T* dm = dz_mix.defined() ? dz_mix.data_ptr<T>() : nullptr;
   T* dc = dz_clean.defined() ? dz_clean.data_ptr<T>() : nullptr;
-  const std::vector<int64_t> inv = dc != nullptr ? inverse_permutation(pv, B) : std::vector<int64_t>();
   at::parallel_for(0, B, row_grain(D), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const SemRow<T> row(zmv, zcv, pv, lv, B, D, b);
+      const bool ok = row.ok && !poisoned(row_stats, b);
       if (dm != nullptr) {
         T* dm_b = dm + b * D;
-        if (row.ok) {
+        if (ok) {
 #pragma omp simd
           for (int64_t d = 0; d < D; ++d) dm_b[d] = static_cast<T>(c2 * row.error(d));
         } else {
@@ -202,7 +238,7 @@ void sem_distance_backward(const LossArgs& a, float c2, at::Tensor& dz_mix, at::
       // Sample b is the partner of m = inv[b]: the target of m holds (1 - lam[m]) * z_clean[b].
       const int64_t m = inv[b];
       T* dc_b = dc + b * D;
-      if (m < 0 || !row.ok) {
+      if (m < 0 || m >= B || !ok) {
         std::fill(dc_b, dc_b + D, static_cast<T>(kNaN));
         continue;
       }
@@ -222,11 +258,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sem_loss_backward_cpu(
     const c10::optional<at::Tensor>& grad_loss, const c10::optional<at::Tensor>& grad_ce,
     const c10::optional<at::Tensor>& grad_sem, const at::Tensor& logits, const at::Tensor& z_mix,
     const c10::optional<at::Tensor>& z_clean, const at::Tensor& labels, const at::Tensor& perm, const at::Tensor& lam,
-    const at::Tensor& row_stats, double gamma, double label_smoothing, bool sem_mean, bool logits_grad,
-    bool z_mix_grad, bool z_clean_grad) {
+    const at::Tensor& row_stats, const at::Tensor& inv_perm, double gamma, double label_smoothing, bool sem_mean,
+    bool logits_grad, bool z_mix_grad, bool z_clean_grad) {
   const LossArgs a = prepare_loss_args(perm, lam, &labels, &logits, &z_mix, z_clean ? &*z_clean : nullptr);
   check_loss_grad_flags(a, z_mix_grad, z_clean_grad);
   const at::Tensor stats = check_row_stats(row_stats, a.B, perm);
+  const at::Tensor inv = check_inv_perm(inv_perm, a.B, perm);
   const float g_loss = value_or_zero(check_scalar_grad(grad_loss, "grad_loss", perm));
   const float g_ce = g_loss + value_or_zero(check_scalar_grad(grad_ce, "grad_ce", perm));
   const float g_sem = static_cast<float>(gamma) * g_loss + value_or_zero(check_scalar_grad(grad_sem, "grad_sem", perm));
@@ -242,8 +279,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sem_loss_backward_cpu(
   at::Tensor dz_clean = z_clean_grad ? at::empty_like(a.z_clean) : at::Tensor();
   if (z_mix_grad || z_clean_grad) {
     const float c2 = static_cast<float>(2.0 * g_sem / sem_count(a.B, a.z_mix.size(1), sem_mean));
-    dispatch_float(a.z_mix.scalar_type(),
-                   [&](auto tag) { sem_distance_backward<decltype(tag)>(a, c2, dz_mix, dz_clean); });
+    dispatch_float(a.z_mix.scalar_type(), [&](auto tag) {
+      sem_distance_backward<decltype(tag)>(a, stats.data_ptr<float>(), inv.data_ptr<int64_t>(), c2, dz_mix, dz_clean);
+    });
   }
   // Mixed feature dtypes were computed in float32: return each gradient in its input's dtype.
   return {dlogits, z_mix_grad ? dz_mix.to(z_mix.scalar_type()) : at::empty({0}, z_mix.options()),

@@ -42,22 +42,36 @@ struct LossGrads {
   const float* sem;
 };
 
-// -> row_stats (B, 2) (row max, log sum exp(x - max)), loss, ce, sem (one float each). z_clean
-// null: no SEM term (sem = 0). row_scratch: 2 * B floats of device memory. labels, perm: (B,)
-// int64; lam: (B,) fp32.
+// Outputs and scratch of launch_sem_loss, device memory. row_stats (B, 2): row max and
+// log sum exp(x - max), (NaN, -inf) in every row when perm is not a permutation; inv_perm (B,):
+// inv_perm[perm[b]] = b; ce_row, sem_row (B,): per-row terms (sem_row used with z_clean);
+// counter: one zero unsigned int, left zero (the last-block election; ops_cuda.cpp keeps one per
+// stream); loss, ce, sem: one float each.
+struct LossForwardOut {
+  float* row_stats;
+  int64_t* inv_perm;
+  float* ce_row;
+  float* sem_row;
+  unsigned int* counter;
+  float* loss;
+  float* ce;
+  float* sem;
+};
+
+// One launch -> out. z_clean null: no SEM term (sem = 0). labels, perm: (B,) int64; lam: (B,)
+// fp32. A perm that is not a permutation makes loss, ce and sem NaN.
 cudaError_t launch_sem_loss(const void* logits, DType logits_type, const void* z_mix, const void* z_clean,
                             DType z_type, const int64_t* labels, const int64_t* perm, const float* lam,
-                            const LossParams& p, float* row_stats, float* row_scratch, float* loss, float* ce,
-                            float* sem, cudaStream_t stream);
+                            const LossParams& p, const LossForwardOut& out, cudaStream_t stream);
 
-// Gradients of the loss: dlogits (B, K) = d_ce / B * (softmax - mixed smoothed target), the softmax
-// from row_stats; dz_mix and dz_clean (B, D) of the SEM term times d_sem; with d_ce = g_loss + g_ce
-// and d_sem = gamma * g_loss + g_sem. A null output is not computed. inv_scratch: B int64 values of
-// device memory (used when dz_clean is wanted).
+// Gradients of the loss, one launch: dlogits (B, K) = d_ce / B * (softmax - mixed smoothed
+// target), the softmax from row_stats; dz_mix and dz_clean (B, D) of the SEM term times d_sem
+// (dz_clean through inv_perm); with d_ce = g_loss + g_ce and d_sem = gamma * g_loss + g_sem.
+// Poisoned row_stats give NaN gradients. A null output is not computed.
 cudaError_t launch_sem_loss_backward(const LossGrads& grads, const void* logits, DType logits_type,
                                      const void* z_mix, const void* z_clean, DType z_type, const int64_t* labels,
                                      const int64_t* perm, const float* lam, const float* row_stats,
-                                     const LossParams& p, int64_t* inv_scratch, void* dlogits, void* dz_mix,
+                                     const int64_t* inv_perm, const LossParams& p, void* dlogits, void* dz_mix,
                                      void* dz_clean, cudaStream_t stream);
 
 }  // namespace sem_fast::cuda

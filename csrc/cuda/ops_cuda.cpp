@@ -1,11 +1,16 @@
 // CUDA implementations of the sem_fast_native ops (schemas: sem_fast/ops/schema.py): argument checks and
 // output allocation (csrc/op_args.h), then the launchers of csrc/cuda/*.cu on the current stream.
 // Compiled by the host compiler, only in builds with CUDA (setup.py).
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <map>
+#include <mutex>
 #include <tuple>
+#include <utility>
 
 #include "../op_args.h"
 #include "kernels.h"
@@ -69,7 +74,27 @@ at::Tensor mix_images_backward_cuda(const c10::optional<at::Tensor>& grad_clean,
   return g.grad_images;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cuda(
+// A zero int32 counter for launch_sem_loss's last-block election, which leaves it zero. Eager
+// launches get one cached per (device, stream): zeroed once when made, and launches on one stream
+// run one after another, so no memset is added per call, while launches on two streams never
+// share one. While the stream captures a CUDA graph the call gets a fresh zeroed counter from the
+// graph's pool (a memset node of the graph: every replay starts from zero, on whatever stream it
+// runs, and no cached memory belongs to a graph's pool).
+at::Tensor election_counter(const at::Tensor& like, cudaStream_t stream) {
+  const auto options = like.options().dtype(at::kInt);
+  if (c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) {
+    return at::zeros({1}, options);
+  }
+  static std::mutex mutex;
+  // Never destroyed: freeing CUDA memory during static destruction can outlive the CUDA runtime.
+  static auto* counters = new std::map<std::pair<c10::DeviceIndex, cudaStream_t>, at::Tensor>();
+  const std::lock_guard<std::mutex> lock(mutex);
+  at::Tensor& counter = (*counters)[{like.device().index(), stream}];
+  if (!counter.defined()) counter = at::zeros({1}, options);
+  return counter;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cuda(
     const at::Tensor& logits, const at::Tensor& z_mix, const c10::optional<at::Tensor>& z_clean,
     const at::Tensor& labels, const at::Tensor& perm, const at::Tensor& lam, double gamma, double label_smoothing,
     bool sem_mean) {
@@ -79,14 +104,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_cuda(
                           static_cast<float>(gamma), sem_mean};
   const auto f32 = logits.options().dtype(at::kFloat);
   at::Tensor row_stats = at::empty({a.B, 2}, f32), rows = at::empty({2 * a.B}, f32);
+  at::Tensor inv_perm = at::empty({a.B}, a.perm.options());
   at::Tensor loss = at::empty({}, f32), ce = at::empty({}, f32), sem = at::empty({}, f32);
+  const cudaStream_t stream = current_stream();
+  const at::Tensor counter = election_counter(perm, stream);
+  const LossForwardOut out{row_stats.data_ptr<float>(),
+                           inv_perm.data_ptr<int64_t>(),
+                           rows.data_ptr<float>(),
+                           rows.data_ptr<float>() + a.B,
+                           reinterpret_cast<unsigned int*>(counter.data_ptr<int32_t>()),
+                           loss.data_ptr<float>(),
+                           ce.data_ptr<float>(),
+                           sem.data_ptr<float>()};
   check_launch(launch_sem_loss(a.logits.data_ptr(), dtype_of(a.logits.scalar_type()), a.z_mix.data_ptr(),
                                a.z_clean.defined() ? a.z_clean.data_ptr() : nullptr, dtype_of(a.z_mix.scalar_type()),
                                a.labels.data_ptr<int64_t>(), a.perm.data_ptr<int64_t>(), a.lam.data_ptr<float>(),
-                               params, row_stats.data_ptr<float>(), rows.data_ptr<float>(), loss.data_ptr<float>(),
-                               ce.data_ptr<float>(), sem.data_ptr<float>(), current_stream()),
+                               params, out, stream),
                "sem_loss");
-  return {loss, ce, sem, row_stats};
+  return {loss, ce, sem, row_stats, inv_perm};
 }
 
 const float* data_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
@@ -95,12 +130,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sem_loss_backward_cuda(
     const c10::optional<at::Tensor>& grad_loss, const c10::optional<at::Tensor>& grad_ce,
     const c10::optional<at::Tensor>& grad_sem, const at::Tensor& logits, const at::Tensor& z_mix,
     const c10::optional<at::Tensor>& z_clean, const at::Tensor& labels, const at::Tensor& perm, const at::Tensor& lam,
-    const at::Tensor& row_stats, double gamma, double label_smoothing, bool sem_mean, bool logits_grad,
-    bool z_mix_grad, bool z_clean_grad) {
+    const at::Tensor& row_stats, const at::Tensor& inv_perm, double gamma, double label_smoothing, bool sem_mean,
+    bool logits_grad, bool z_mix_grad, bool z_clean_grad) {
   const c10::cuda::CUDAGuard guard(perm.device());
   const LossArgs a = prepare_loss_args(perm, lam, &labels, &logits, &z_mix, z_clean ? &*z_clean : nullptr);
   check_loss_grad_flags(a, z_mix_grad, z_clean_grad);
   const at::Tensor stats = check_row_stats(row_stats, a.B, perm);
+  const at::Tensor inv = check_inv_perm(inv_perm, a.B, perm);
   const at::Tensor g_loss = check_scalar_grad(grad_loss, "grad_loss", perm);
   const at::Tensor g_ce = check_scalar_grad(grad_ce, "grad_ce", perm);
   const at::Tensor g_sem = check_scalar_grad(grad_sem, "grad_sem", perm);
@@ -110,12 +146,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sem_loss_backward_cuda(
   at::Tensor dlogits = logits_grad ? at::empty_like(a.logits) : at::empty({0}, logits.options());
   at::Tensor dz_mix = z_mix_grad ? at::empty_like(a.z_mix) : at::Tensor();
   at::Tensor dz_clean = z_clean_grad ? at::empty_like(a.z_clean) : at::Tensor();
-  at::Tensor inv = at::empty({z_clean_grad ? a.B : 0}, a.perm.options());
   check_launch(launch_sem_loss_backward(
                    grads, a.logits.data_ptr(), dtype_of(a.logits.scalar_type()), a.z_mix.data_ptr(),
                    a.z_clean.defined() ? a.z_clean.data_ptr() : nullptr, dtype_of(a.z_mix.scalar_type()),
                    a.labels.data_ptr<int64_t>(), a.perm.data_ptr<int64_t>(), a.lam.data_ptr<float>(),
-                   stats.data_ptr<float>(), params, z_clean_grad ? inv.data_ptr<int64_t>() : nullptr,
+                   stats.data_ptr<float>(), inv.data_ptr<int64_t>(), params,
                    logits_grad ? dlogits.data_ptr() : nullptr, z_mix_grad ? dz_mix.data_ptr() : nullptr,
                    z_clean_grad ? dz_clean.data_ptr() : nullptr, current_stream()),
                "sem_loss_backward");

@@ -14,9 +14,11 @@ Why one namespace per backend and not one op with a kernel per dispatch key: bot
 run on CUDA, and an op holds one CUDA kernel.
 
 Saved for the backward: the mix op saves the draw (it is linear in its input); the loss op saves
-its inputs and ``row_stats (B, 2) float32``, the row max ``m`` and ``log sum exp(logits - m)``
+its inputs, ``row_stats (B, 2) float32``, the row max ``m`` and ``log sum exp(logits - m)``
 of each row, from which the backward recomputes the softmax relative to the row max (accurate
-for logits of any magnitude), so no ``(B, K)`` buffer lives between forward and backward.
+for logits of any magnitude), so no ``(B, K)`` buffer lives between forward and backward, and
+``inv_perm (B,) int64``, the inverse permutation the forward builds while it checks that
+``perm`` is one (the backward gathers ``z_clean``'s gradient through it).
 """
 
 from __future__ import annotations
@@ -44,18 +46,21 @@ SCHEMAS: dict[str, str] = {
         "Tensor? offset, Tensor? flip, int crop_padding, bool reflect, ScalarType in_dtype, bool channels_last) "
         "-> Tensor"
     ),
-    # -> (loss, ce, sem) () float32 and row_stats (B, 2) float32 (row max, log-sum-exp relative to it).
+    # -> (loss, ce, sem) () float32, row_stats (B, 2) float32 (row max, log-sum-exp relative to
+    # it) and inv_perm (B,) int64 (inv_perm[perm[b]] = b). A perm that is not a permutation makes
+    # loss, ce and sem NaN and every row's statistics (NaN, -inf), so that every gradient is NaN.
     "sem_loss": (
         "(Tensor logits, Tensor z_mix, Tensor? z_clean, Tensor labels, Tensor perm, Tensor lam, float gamma, "
-        "float label_smoothing, bool sem_mean) -> (Tensor, Tensor, Tensor, Tensor)"
+        "float label_smoothing, bool sem_mean) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
     ),
     # (dlogits (B, K), dz_mix (B, D), dz_clean (B, D)) in their inputs' dtypes, each an empty (0,)
     # tensor unless its *_grad flag is set. The incoming gradients of loss, ce and sem (absent: zero)
     # combine as d ce = g_loss + g_ce and d sem = gamma * g_loss + g_sem.
     "sem_loss_backward": (
         "(Tensor? grad_loss, Tensor? grad_ce, Tensor? grad_sem, Tensor logits, Tensor z_mix, Tensor? z_clean, "
-        "Tensor labels, Tensor perm, Tensor lam, Tensor row_stats, float gamma, float label_smoothing, "
-        "bool sem_mean, bool logits_grad, bool z_mix_grad, bool z_clean_grad) -> (Tensor, Tensor, Tensor)"
+        "Tensor labels, Tensor perm, Tensor lam, Tensor row_stats, Tensor inv_perm, float gamma, "
+        "float label_smoothing, bool sem_mean, bool logits_grad, bool z_mix_grad, bool z_clean_grad) "
+        "-> (Tensor, Tensor, Tensor)"
     ),
 }
 
@@ -97,11 +102,12 @@ def _fake_mix_images_backward(
 
 def _fake_sem_loss(logits, z_mix, z_clean, labels, perm, lam, gamma, label_smoothing, sem_mean):
     loss, ce, sem = (logits.new_empty((), dtype=torch.float32) for _ in range(3))
-    return loss, ce, sem, logits.new_empty((logits.shape[0], 2), dtype=torch.float32)
+    B = logits.shape[0]
+    return loss, ce, sem, logits.new_empty((B, 2), dtype=torch.float32), logits.new_empty(B, dtype=torch.int64)
 
 
 def _fake_sem_loss_backward(
-    grad_loss, grad_ce, grad_sem, logits, z_mix, z_clean, labels, perm, lam, row_stats,
+    grad_loss, grad_ce, grad_sem, logits, z_mix, z_clean, labels, perm, lam, row_stats, inv_perm,
     gamma, label_smoothing, sem_mean, logits_grad, z_mix_grad, z_clean_grad,
 ):  # fmt: skip
     def grad_of(t, needed):
@@ -170,18 +176,18 @@ def _mix_double_backward(ctx, grad_grad_images):
 
 def _loss_setup_context(ctx, inputs, output) -> None:
     logits, z_mix, z_clean, labels, perm, lam, gamma, label_smoothing, sem_mean = inputs
-    row_stats = output[3]
-    ctx.save_for_backward(logits, z_mix, z_clean, labels, perm, lam, row_stats)
+    row_stats, inv_perm = output[3:]
+    ctx.save_for_backward(logits, z_mix, z_clean, labels, perm, lam, row_stats, inv_perm)
     ctx.gamma, ctx.label_smoothing, ctx.sem_mean = gamma, label_smoothing, sem_mean
-    ctx.mark_non_differentiable(row_stats)
+    ctx.mark_non_differentiable(row_stats, inv_perm)
     # Unused outputs (ce and sem are usually only logged) get None, not a materialized zero.
     ctx.set_materialize_grads(False)
 
 
-def _loss_backward(ctx, grad_loss, grad_ce, grad_sem, _grad_row_stats):
+def _loss_backward(ctx, grad_loss, grad_ce, grad_sem, _grad_row_stats, _grad_inv_perm):
     """One backward op for every input: ``dlogits`` when the CE term is reached, ``dz_mix`` and
     (target not detached) ``dz_clean`` when the SEM term is."""
-    logits, z_mix, z_clean, labels, perm, lam, row_stats = ctx.saved_tensors
+    logits, z_mix, z_clean, labels, perm, lam, row_stats, inv_perm = ctx.saved_tensors
     reaches_ce = grad_loss is not None or grad_ce is not None
     reaches_sem = z_clean is not None and (grad_loss is not None or grad_sem is not None)
     need = (
@@ -192,7 +198,7 @@ def _loss_backward(ctx, grad_loss, grad_ce, grad_sem, _grad_row_stats):
     if not any(need):
         return (None,) * 9
     grads = getattr(torch.ops, ctx.namespace).sem_loss_backward(
-        grad_loss, grad_ce, grad_sem, logits, z_mix, z_clean, labels, perm, lam, row_stats,
+        grad_loss, grad_ce, grad_sem, logits, z_mix, z_clean, labels, perm, lam, row_stats, inv_perm,
         ctx.gamma, ctx.label_smoothing, ctx.sem_mean, *need,
     )  # fmt: skip
     return tuple(g if needed else None for g, needed in zip(grads, need)) + (None,) * 6
@@ -288,7 +294,7 @@ class FusedOps:
         """`sem_fast.reference.sem_loss` through ``<namespace>::sem_loss``."""
         if z_clean is not None and cfg.detach_target:
             z_clean = z_clean.detach()
-        loss, ce, sem, _ = getattr(torch.ops, self.namespace).sem_loss(
+        loss, ce, sem, _, _ = getattr(torch.ops, self.namespace).sem_loss(
             logits, z_mix, z_clean, labels, draw.perm, draw.lam,
             float(cfg.gamma), float(cfg.label_smoothing), cfg.sem_reduction == "mean",
         )  # fmt: skip

@@ -71,13 +71,16 @@ def test_direct_loss_op_call_with_bad_metadata_raises_instead_of_reading_out_of_
         op(logits, z_mix, z_clean, labels, draw.perm, draw.lam[:3], 1.0, 0.0, True)
     with pytest.raises(RuntimeError, match=r"labels must be int64 or int32"):
         op(logits, z_mix, z_clean, labels.float(), draw.perm, draw.lam, 1.0, 0.0, True)
-    row_stats = op(logits, z_mix, z_clean, labels, draw.perm, draw.lam, 1.0, 0.0, True)[3]
+    row_stats, inv_perm = op(logits, z_mix, z_clean, labels, draw.perm, draw.lam, 1.0, 0.0, True)[3:]
     backward = torch.ops.sem_fast_native.sem_loss_backward
     with pytest.raises(RuntimeError, match=r"row_stats must have shape \[4, 2\]"):
-        backward(None, None, None, logits, z_mix, z_clean, labels, draw.perm, draw.lam, row_stats[:3],
+        backward(None, None, None, logits, z_mix, z_clean, labels, draw.perm, draw.lam, row_stats[:3], inv_perm,
+                 1.0, 0.0, True, True, True, True)  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"inv_perm must be Long"):
+        backward(None, None, None, logits, z_mix, z_clean, labels, draw.perm, draw.lam, row_stats, inv_perm.int(),
                  1.0, 0.0, True, True, True, True)  # fmt: skip
     with pytest.raises(RuntimeError, match=r"z_mix_grad and z_clean_grad need z_clean"):
-        backward(None, None, None, logits, z_mix, None, labels, draw.perm, draw.lam, row_stats,
+        backward(None, None, None, logits, z_mix, None, labels, draw.perm, draw.lam, row_stats, inv_perm,
                  1.0, 0.0, True, True, True, False)  # fmt: skip
 
 

@@ -1,18 +1,29 @@
 """The Triton backend in the registry and in `fused_sem_step`, eager and under
 ``torch.compile(fullgraph=True)`` (on CPU through Triton's interpreter, see the root
-``conftest.py``), and its int64 indexing path. Its ops against the reference: ``test_mix.py`` and
-``test_sem_loss.py``, shared with the other backends."""
+``conftest.py``), its int64 indexing path, and its registration: on CUDA, torch.compile traces the
+ops into their Triton kernels (checked here without a GPU, on fake CUDA tensors in a child
+process; on a GPU through Inductor), on CPU it keeps them whole. Its ops against the reference:
+``test_mix.py`` and ``test_sem_loss.py``, shared with the other backends."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from torch._functorch.aot_autograd import aot_function
+from torch._subclasses.functional_tensor import FunctionalTensorMode
 
 import sem_fast.ops.triton as triton_backend
 import sem_fast.ops.triton.mix as triton_mix
 from sem_fast import SEMConfig, available_backends, fused_sem_step, mix_images, sample_draw
-from sem_fast.ops.registry import get_backend
 from sem_fast.data import load_bundled
+from sem_fast.ops.registry import get_backend
+from sem_fast.ops.schema import SCHEMAS
+from sem_fast.ops.triton import utils as triton_utils
 from sem_fast.sampling import sample_augment
-from tests.ops.cases import images, switch_draw, to_device
+from tests.ops.cases import elem_draw, images, mix_op_args, problem, switch_draw, to_device
 from tests.utils import TinyNet, assert_close, set_seed
 
 IMAGES, LABELS = (t[:6] for t in load_bundled("train"))
@@ -149,3 +160,187 @@ def test_raw_loss_op_checks_metadata_instead_of_reading_out_of_bounds(field, val
     args[field] = value
     with pytest.raises(error, match=message):
         torch.ops.sem_fast_triton.sem_loss(*args.values())
+
+
+# --- registration: what torch.compile sees --------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _graphs_of(fn, *args, **aot_options) -> list[torch.fx.GraphModule]:
+    """The graphs AOTAutograd makes of ``fn(*args)`` (inference: no input requires grad)."""
+    graphs = []
+
+    def keep(gm, _inputs):
+        graphs.append(gm)
+        return gm
+
+    aot_function(fn, fw_compiler=keep, **aot_options)(*args)
+    return graphs
+
+
+def _loss_op_args():
+    gen = torch.Generator().manual_seed(20)
+    logits, z_mix, z_clean, labels = problem(5, 7, 3, torch.float32, gen)
+    draw = elem_draw(5, gen)
+    return logits, z_mix, z_clean, labels, draw.perm, draw.lam
+
+
+def test_every_op_has_a_functional_mode_rule_that_keeps_it_whole_on_cpu():
+    """The rule is registered for every op; in the interpreter (CPU tensors) AOTAutograd keeps the
+    op as one node, run by its eager kernel."""
+    from torch._library.simple_registry import singleton
+
+    for name in SCHEMAS:
+        assert singleton.find(f"sem_fast_triton::{name}").torch_dispatch_rules.find(FunctionalTensorMode) is not None
+    args = _loss_op_args()
+    (graph,) = _graphs_of(lambda *a: torch.ops.sem_fast_triton.sem_loss(*a, 0.5, 0.1, True), *args)
+    targets = [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
+    assert targets == ["sem_fast_triton.sem_loss.default"] + ["<built-in function getitem>"] * 5
+    expected = torch.ops.sem_fast_triton.sem_loss(*args, 0.5, 0.1, True)
+    for got, exp in zip(graph(*args), expected):
+        assert torch.equal(got, exp) or got.isnan().all()
+
+
+def traced_kernels() -> dict[str, list[tuple[str, list[str], list[str]]]]:
+    """Run without TRITON_INTERPRET, on fake CUDA tensors with a stand-in Triton driver for an H100
+    (Inductor's mutation analysis compiles each kernel to TTIR for it): per traced op, the graph's
+    ``call_function`` targets and, per kernel node, its kernel's name, the tensors it writes, and
+    which of them are graph inputs."""
+    import triton
+    from torch._dynamo.source import ConstantSource
+    from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+    from triton.backends.compiler import GPUTarget
+
+    class H100Driver:
+        def get_current_target(self):
+            return GPUTarget("cuda", 90, 32)
+
+    triton.runtime.driver.set_active(H100Driver())
+    import sem_fast.ops.triton.loss as triton_loss
+
+    triton_loss._sm_count = lambda device: 132
+    ops = torch.ops.sem_fast_triton
+    found = {}
+
+    def trace(name, fn, *args, **aot_options):
+        (graph,) = _graphs_of(fn, *args, **aot_options)
+        inputs = {n.name for n in graph.graph.nodes if n.op == "placeholder"}
+        kernels, others = [], []
+        for node in graph.graph.nodes:
+            if node.op != "call_function" or "getitem" in str(node.target):
+                continue
+            if "triton_kernel_wrapper" not in str(node.target):
+                others.append(str(node.target).removeprefix("aten."))
+                continue
+            written = node.kwargs["tensors_to_clone"]
+            tensors = node.kwargs["kwargs"]
+            kernel = kernel_side_table.get_kernel(node.kwargs["kernel_idx"]).fn.__name__
+            kernels.append((kernel, written, [k for k in written if tensors[k].name in inputs]))
+        found[name] = {"kernels": kernels, "others": others}
+
+    def fake_cuda(*tensors, batch=None):
+        """Inside FakeTensorMode: a fake CUDA tensor like each of ``tensors``, its first size
+        ``batch`` if given (a symbolic size)."""
+        return [torch.empty((batch or t.shape[0], *t.shape[1:]), dtype=t.dtype, device="cuda") for t in tensors]
+
+    gen = torch.Generator().manual_seed(21)
+    cfg = SEMConfig(crop_padding=2, hflip=True)
+    x = images("uint8", 4, 3, 8, 8, torch.float32, gen)
+    augment = sample_augment(4, cfg, device="cpu", generator=gen)
+    mix_args = mix_op_args(x, switch_draw(4, 8, 8, gen), cfg, augment)
+    loss_args = _loss_op_args()
+    with FakeTensorMode():
+        loss_args = fake_cuda(*loss_args)
+        trace("sem_loss", lambda *a: ops.sem_loss(*a, 0.5, 0.1, True), *loss_args)
+        row_stats, inv_perm = torch.empty(5, 2, device="cuda"), torch.empty(5, dtype=torch.int64, device="cuda")
+        g = torch.empty((), device="cuda")
+        trace(
+            "sem_loss_backward",
+            lambda *a: ops.sem_loss_backward(g, None, g, *a, 0.5, 0.1, True, True, True, True),
+            *loss_args, row_stats, inv_perm,
+        )  # fmt: skip
+        tensors = fake_cuda(*mix_args[:7])
+        trace("mix_images", lambda *t: ops.mix_images(*t, *mix_args[7:]), *tensors)
+        grad = torch.empty(4, 3, 8, 8, device="cuda")
+        trace(
+            "mix_images_backward",
+            lambda *t: ops.mix_images_backward(*t, 2, False, torch.float32, False), grad, grad, *tensors[1:],
+        )  # fmt: skip
+    shape_env = ShapeEnv()
+    batch = shape_env.create_symintnode(shape_env.create_symbol(5, ConstantSource("B")), hint=5)
+    with FakeTensorMode(shape_env=shape_env):
+        trace("sem_loss_dynamic", lambda *a: ops.sem_loss(*a, 0.5, 0.1, True), *fake_cuda(*_loss_op_args(), batch=batch))
+    return found
+
+
+def test_on_cuda_every_op_traces_into_its_kernels_writing_only_its_outputs():
+    """What Inductor gets on CUDA: one Triton kernel node per launch and no opaque op, each
+    kernel writing only buffers allocated in the graph (a written graph input would cost a copy
+    per call); symbolic shapes keep the op whole (the launchers pick block sizes from sizes)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = "from tests.ops.test_triton_backend import traced_kernels; print(repr(traced_kernels()))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    found = eval(result.stdout.strip().splitlines()[-1])
+    kernels = {name: [k[0] for k in graph["kernels"]] for name, graph in found.items()}
+    assert kernels == {
+        "sem_loss": ["_sem_loss_forward_kernel"],
+        "sem_loss_dynamic": [],
+        "sem_loss_backward": ["_sem_loss_backward_kernel"],
+        "mix_images": ["_mix_forward_kernel"],
+        "mix_images_backward": ["_inverse_permutation_kernel", "_mix_backward_kernel"],
+    }
+    assert found["sem_loss_dynamic"]["others"] == ["sem_fast_triton.sem_loss.default"]
+    for name, graph in found.items():
+        assert all(not written_inputs for _, _, written_inputs in graph["kernels"]), (name, graph["kernels"])
+        if name != "sem_loss_dynamic":
+            assert not any(other.startswith("sem_fast_triton") for other in graph["others"]), (name, graph["others"])
+    # The forward's election counter is a zeros node of the graph (its only non-allocation op
+    # besides the constant mean/std of the mix).
+    assert found["sem_loss"]["others"].count("zeros.default") == 1
+    assert "counter_ptr" in found["sem_loss"]["kernels"][0][1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_election_counter_is_cached_per_stream_and_fresh_while_capturing():
+    device = torch.device("cuda")
+    first = triton_utils.election_counter(device)
+    assert first is triton_utils.election_counter(device) and first.item() == 0
+    with torch.cuda.stream(torch.cuda.Stream()):
+        assert triton_utils.election_counter(device) is not first
+    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        cached = triton_utils.election_counter(device)
+        with torch.cuda.graph(graph, stream=stream):
+            captured = triton_utils.election_counter(device)
+    assert captured is not cached
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_inductor_launches_the_loss_kernels_itself_and_cuda_graphs_replay_them():
+    """fullgraph Inductor: the generated code launches our kernels (no call of the opaque op), the
+    result matches eager, and a CUDA-graph replay (mode='reduce-overhead') too."""
+    from torch._inductor.utils import run_and_get_code
+
+    logits, z_mix, z_clean, labels, perm, lam = to_device("cuda", *_loss_op_args())
+    leaves = [t.requires_grad_(True) for t in (logits, z_mix, z_clean)]
+
+    def step(logits, z_mix, z_clean):
+        loss = torch.ops.sem_fast_triton.sem_loss(logits, z_mix, z_clean, labels, perm, lam, 0.5, 0.1, True)[0]
+        return loss, torch.autograd.grad(loss, [logits, z_mix, z_clean])
+
+    expected = step(*leaves)
+    torch._dynamo.reset()
+    got, code = run_and_get_code(torch.compile(step, fullgraph=True), *leaves)
+    source = "\n".join(code)
+    assert "_sem_loss_forward_kernel" in source and "_sem_loss_backward_kernel" in source
+    assert "sem_fast_triton.sem_loss" not in source
+    graphed = torch.compile(step, fullgraph=True, mode="reduce-overhead")
+    for _ in range(3):  # warm-up, record, replay
+        replayed = graphed(*leaves)
+    for g, r, e in zip((got[0], *got[1]), (replayed[0], *replayed[1]), (expected[0], *expected[1])):
+        assert_close(g, e, **TOL32)
+        assert_close(r, e, **TOL32)

@@ -8,10 +8,17 @@ exactly as `sem_fast.reference.sem_loss`. One program per block of rows runs an 
 logsumexp over the classes in blocks (fp32, any K) kept *relative to the row max* (``m`` and
 ``log sum exp(x - m)`` apart, as ``F.cross_entropy`` does, so logits of any magnitude keep their
 accuracy), reads the two label logits directly (no one-hot), and gathers the SEM target from
-``z_clean`` and ``z_clean[perm]`` in-kernel (never materialized). A single-program kernel sums the
-per-row terms in a fixed order (deterministic, no atomics). The backward recomputes the softmax
-from the saved row statistics (no ``(B, K)`` buffer between forward and backward) and, when
-``z_clean`` needs a gradient, gathers it through the inverse permutation.
+``z_clean`` and ``z_clean[perm]`` in-kernel (never materialized), and writes its rows' terms and
+``inv[perm[b]] = b``. The last program to finish (an atomic counter elects it: `last_program`)
+sums the rows' terms in a fixed order (deterministic) and checks that ``perm`` is a permutation:
+one launch. The backward recomputes the softmax from the saved row statistics (no ``(B, K)``
+buffer between forward and backward) and gathers ``z_clean``'s gradient through the saved
+inverse permutation: one launch.
+
+A ``perm`` that is not a permutation (a repeated or out-of-range entry; values are unchecked
+under ``torch.compile``, in CUDA graphs and with ``check_values=False``) makes ``loss``, ``ce``
+and ``sem`` NaN and every gradient NaN: the last program then writes `POISONED_STATS` into every
+row's statistics, which the backward turns into NaN. Labels outside ``[0, K)`` make their rows NaN.
 
 Layout of this file: kernels, launchers, then the CPU (interpreter) and CUDA kernels of the ops
 ``sem_fast_triton::sem_loss`` and ``sem_loss_backward``, whose schemas, fake kernels and
@@ -30,8 +37,10 @@ from sem_fast._checks import KERNEL_FLOAT_DTYPES, check_features, check_fields, 
 from sem_fast.ops.triton.utils import (
     INTERPRETER_TILE,
     cast_to,
+    election_counter,
     interpreted,
-    inverse_permutation,
+    last_program,
+    launch,
     num_warps_for,
     register_kernels,
 )
@@ -44,8 +53,14 @@ from sem_fast.ops.triton.utils import (
 _GPU_TILE = 4096
 _PER_THREAD = 8
 
-#: Lanes of the single-program reduction of the per-row terms: 1024 = 4 warps x 8 per thread.
-_REDUCE_BLOCK = 1024
+#: Row statistics ``(row max, log-sum-exp relative to it)`` of a batch whose ``perm`` is not a
+#: permutation, in every row: logits never give a negative log-sum-exp relative to their max (the
+#: max itself adds exp(0) = 1: it is >= 0, or NaN), so -inf marks the batch, and the NaN max makes
+#: the recomputed softmax NaN.
+POISONED_STATS = (float("nan"), float("-inf"))
+
+#: Lanes per thread of the last program's reduction over the B rows (`_reduce_block`).
+_REDUCE_PER_THREAD = 2
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -98,26 +113,33 @@ def _sem_loss_forward_kernel(
     zc_ptr, s_cb, s_cd,
     labels_ptr, s_y,
     perm_ptr, lam_ptr,
-    ce_rows_ptr, sem_rows_ptr, stats_ptr,
-    B, K, D, smoothing,
+    ce_rows_ptr, sem_rows_ptr, stats_ptr, inv_ptr, counter_ptr, loss_ptr, ce_ptr, sem_ptr,
+    B, K, D, smoothing, sem_count, gamma,
     HAS_SEM: tl.constexpr, ONE_K_BLOCK: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, REDUCE_BLOCK: tl.constexpr,
 ):
-    """Per-row mixed CE, SEM squared error and softmax statistics of ``BLOCK_B`` rows.
+    """Mixed CE, SEM squared error and softmax statistics of ``BLOCK_B`` rows; the last program
+    to finish sums every row into ``loss``, ``ce`` and ``sem`` (`_reduce_rows`).
 
     logits_ptr (B, K), zm_ptr (B, D) z_mix, zc_ptr (B, D) z_clean (if ``HAS_SEM``): fp32|bf16|
         fp16 with row/column strides ``s_*b``/``s_*k|d``. labels_ptr (B,) int64|int32, stride
         ``s_y``. perm_ptr (B,) int64, lam_ptr (B,) fp32: the MixDraw.
-    ce_rows_ptr, sem_rows_ptr: (B,) fp32 outputs, the per-row CE and sum over D of the squared
+    ce_rows_ptr, sem_rows_ptr: (B,) fp32 scratch, the per-row CE and sum over D of the squared
         error (``sem_rows`` if ``HAS_SEM``). stats_ptr: (B, 2) fp32 output, the row max ``m`` and
-        ``log sum exp(x - m)``.
+        ``log sum exp(x - m)`` (`POISONED_STATS` in every row if ``perm`` is not a permutation).
+        inv_ptr: (B,) int64 output, ``inv[perm[b]] = b`` (the inverse permutation when ``perm``
+        is one). counter_ptr: (1,) int32, zero (`election_counter`); left zero.
+        loss_ptr, ce_ptr, sem_ptr: () fp32 outputs, ``ce = sum(ce_rows) / B``,
+        ``sem = sum(sem_rows) / sem_count`` (0 without ``HAS_SEM``), ``loss = ce + gamma * sem``.
     smoothing: label smoothing. ONE_K_BLOCK: ``K <= BLOCK_K`` (no loop over class blocks).
+    REDUCE_BLOCK: lanes of the last program's loop over the rows.
     Every CE term is relative to ``m``: ``lse - x_y = (m - x_y) + log_d``, and the smoothing term
     uses ``m - mean(x)`` from the sum of ``x - r`` with ``r`` the first block's max. A term whose
     weight is 0 (``lam`` 1 or 0, no smoothing) is left out, so a masked ``-inf`` logit only counts
     where a target puts weight on it. Labels outside ``[0, K)`` or ``perm`` outside ``[0, B)`` are
     never read through; their rows come out NaN.
-    Grid: ``cdiv(B, BLOCK_B)`` programs.
+    Grid: ``cdiv(B, BLOCK_B)`` programs, any number of them resident at once (no program waits
+    for another).
     """
     rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     row_mask = rows < B
@@ -161,27 +183,56 @@ def _sem_loss_forward_kernel(
             diff = _sem_error(zm_ptr, s_mb, s_md, zc_ptr, s_cb, s_cd, rows, q, q_ok, lam, d_cols, mask)
             acc += tl.sum(diff * diff, 1)
         tl.store(sem_rows_ptr + rows, acc, mask=row_mask)
+    # inv[perm[b]] = b, the address from a load of its own: Inductor's mutation analysis
+    # (torch._higher_order_ops.triton_kernel_wrap) follows a stored address back through helper
+    # calls to all their pointer arguments, and would take labels, perm and lam for outputs (and
+    # copy them before every launch) were it `_row_labels`' q.
+    target = tl.load(perm_ptr + rows, mask=row_mask, other=-1)
+    tl.store(inv_ptr + target, rows, mask=(target >= 0) & (target < B))
+    if last_program(counter_ptr):
+        _reduce_rows(
+            ce_rows_ptr, sem_rows_ptr, perm_ptr, inv_ptr, stats_ptr, loss_ptr, ce_ptr, sem_ptr,
+            B, sem_count, gamma, HAS_SEM, REDUCE_BLOCK,
+        )  # fmt: skip
 
 
 @triton.jit
-def _reduce_kernel(
-    ce_rows_ptr, sem_rows_ptr, loss_ptr, ce_ptr, sem_ptr, B, ce_count, sem_count, gamma,
-    HAS_SEM: tl.constexpr, BLOCK: tl.constexpr,
+def _reduce_rows(
+    ce_rows_ptr, sem_rows_ptr, perm_ptr, inv_ptr, stats_ptr, loss_ptr, ce_ptr, sem_ptr,
+    B, sem_count, gamma, HAS_SEM: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """One program: ``ce = sum(ce_rows) / ce_count``, ``sem = sum(sem_rows) / sem_count``
-    (0 without ``HAS_SEM``), ``loss = ce + gamma * sem``; all ``() fp32``, fixed summation order."""
+    """The last program of `_sem_loss_forward_kernel` (every row written and visible): ``ce``,
+    ``sem`` and ``loss`` summed in a fixed order (``BLOCK`` lanes over the rows, then a fixed
+    tree), and the permutation check: ``perm`` is one iff every ``b`` finds
+    ``inv[perm[b]] == b`` (a repeated entry leaves one of its rows unconfirmed; ``inv`` is read
+    only where some row wrote it). Otherwise the three outputs are NaN and every row's statistics
+    become `POISONED_STATS`."""
     ce_acc = tl.zeros([BLOCK], tl.float32)
     sem_acc = tl.zeros([BLOCK], tl.float32)
+    unconfirmed = tl.zeros([BLOCK], tl.int32)
     for start in range(0, B, BLOCK):
         idx = start + tl.arange(0, BLOCK)
-        ce_acc += tl.load(ce_rows_ptr + idx, mask=idx < B, other=0.0)
+        mask = idx < B
+        ce_acc += tl.load(ce_rows_ptr + idx, mask=mask, other=0.0, cache_modifier=".cg")
         if HAS_SEM:
-            sem_acc += tl.load(sem_rows_ptr + idx, mask=idx < B, other=0.0)
-    ce = tl.sum(ce_acc, 0) / ce_count
-    sem = tl.sum(sem_acc, 0) / sem_count
+            sem_acc += tl.load(sem_rows_ptr + idx, mask=mask, other=0.0, cache_modifier=".cg")
+        q = tl.load(perm_ptr + idx, mask=mask, other=0)
+        q_ok = (q >= 0) & (q < B)
+        owner = tl.load(inv_ptr + q, mask=mask & q_ok, other=-1, cache_modifier=".cg")
+        unconfirmed += (mask & (owner != idx)).to(tl.int32)
+    is_perm = tl.sum(unconfirmed, 0) == 0
+    nan_unless_perm = tl.where(is_perm, 0.0, float("nan"))
+    ce = tl.sum(ce_acc, 0) / B + nan_unless_perm
+    sem = tl.sum(sem_acc, 0) / sem_count + nan_unless_perm
     tl.store(ce_ptr, ce)
     tl.store(sem_ptr, sem)
     tl.store(loss_ptr, ce + gamma * sem)
+    if not is_perm:
+        for start in range(0, B, BLOCK):
+            idx = start + tl.arange(0, BLOCK)
+            mask = idx < B
+            tl.store(stats_ptr + 2 * idx, tl.full([BLOCK], float("nan"), tl.float32), mask=mask)
+            tl.store(stats_ptr + 2 * idx + 1, tl.full([BLOCK], float("-inf"), tl.float32), mask=mask)
 
 
 @triton.jit
@@ -203,8 +254,9 @@ def _sem_loss_backward_kernel(
     g_*_ptr: () gradients of loss, ce, sem (each used if ``HAS_G_*``); ce gets
         ``g_loss + g_ce``, sem gets ``gamma * g_loss + g_sem``.
     logits_ptr, zm_ptr, zc_ptr, labels_ptr, perm_ptr, lam_ptr: as in `_sem_loss_forward_kernel`.
-    stats_ptr (B, 2) fp32: the forward's row max and log-sum-exp relative to it.
-    inv_ptr (B,) int64: inverse of ``perm`` (used if ``Z_CLEAN``; -1 holes give NaN rows).
+    stats_ptr (B, 2) fp32, inv_ptr (B,) int64: the forward's row statistics and inverse
+        permutation (``inv`` used if ``Z_CLEAN``). `POISONED_STATS` (``perm`` not a permutation)
+        make every gradient NaN; ``inv`` is then never trusted (only bounds-masked).
     dlogits_ptr (B, K), dz_mix_ptr, dz_clean_ptr (B, D): contiguous outputs in the inputs'
         dtypes (each written if ``LOGITS`` / ``Z_MIX`` / ``Z_CLEAN``):
         ``dlogits = (softmax - y~) / B * g_ce``, ``dz_mix[k] = sem_scale * g_sem * u[k]`` and
@@ -225,9 +277,9 @@ def _sem_loss_backward_kernel(
     rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     row_mask = rows < B
     y, y_partner, lam, q, q_ok, bad = _row_labels(labels_ptr, s_y, perm_ptr, lam_ptr, rows, row_mask, B, K)
+    m = tl.load(stats_ptr + 2 * rows, mask=row_mask, other=0.0)
+    log_d = tl.load(stats_ptr + 2 * rows + 1, mask=row_mask, other=0.0)
     if LOGITS:
-        m = tl.load(stats_ptr + 2 * rows, mask=row_mask, other=0.0)
-        log_d = tl.load(stats_ptr + 2 * rows + 1, mask=row_mask, other=0.0)
         scale = g_ce * inv_B
         for k0 in range(0, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
@@ -240,11 +292,13 @@ def _sem_loss_backward_kernel(
             k_mask = row_mask[:, None] & col_mask[None, :]
             tl.store(dlogits_ptr + rows[:, None] * K + cols[None, :], cast_to(g, dlogits_ptr.dtype.element_ty), mask=k_mask)
     if Z_MIX or Z_CLEAN:
-        c = sem_scale * g_sem
+        # Per row; NaN for POISONED_STATS.
+        c = tl.where(log_d == float("-inf"), float("nan"), sem_scale * g_sem)[:, None]
         if Z_CLEAN:
+            # Sample s = inv[k] has k as its partner; inv is exact unless the stats are poisoned,
+            # and then only kept in bounds.
             s = tl.load(inv_ptr + rows, mask=row_mask, other=0)
-            s_ok = (s >= 0) & (s < B)
-            s = tl.where(s_ok, s, 0)
+            s = tl.where((s >= 0) & (s < B), s, 0)
             lam_s = tl.load(lam_ptr + s, mask=row_mask, other=1.0)
             q_s = tl.load(perm_ptr + s, mask=row_mask, other=0)
             q_s_ok = (q_s >= 0) & (q_s < B)
@@ -259,7 +313,6 @@ def _sem_loss_backward_kernel(
             if Z_CLEAN:
                 u_s = _sem_error(zm_ptr, s_mb, s_md, zc_ptr, s_cb, s_cd, s, q_s, q_s_ok, lam_s, d_cols, mask)
                 g = -(lam[:, None] * u + (1.0 - lam_s[:, None]) * u_s) * c
-                g = tl.where(s_ok[:, None], g, float("nan"))
                 tl.store(dz_clean_ptr + offs, cast_to(g, dz_clean_ptr.dtype.element_ty), mask=mask)
 
 
@@ -306,6 +359,13 @@ def _sem_count(B: int, D: int, sem_mean: bool) -> float:
     return float(B * D if sem_mean else B)
 
 
+def _reduce_block(B: int, num_warps: int, device: torch.device) -> int:
+    """Lanes of the last program's loop over the ``B`` rows: every row at once where the
+    program's threads (or the interpreter's tile) hold them, else `_REDUCE_PER_THREAD` per thread."""
+    cap = INTERPRETER_TILE if interpreted(device) else 32 * num_warps * _REDUCE_PER_THREAD
+    return min(triton.next_power_of_2(B), cap)
+
+
 def _check_loss_op_args(logits, z_mix, z_clean, labels, perm, lam) -> int:
     """The metadata (no values: no sync) of a direct op call, so that no argument can make the
     kernels read out of bounds; returns B."""
@@ -328,9 +388,9 @@ def sem_loss_kernel(
     gamma: float,
     label_smoothing: float,
     sem_mean: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``sem_fast_triton::sem_loss`` (schema: `sem_fast.ops.schema`): ``(loss, ce, sem)`` and
-    ``row_stats (B, 2) fp32``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``sem_fast_triton::sem_loss`` (schema: `sem_fast.ops.schema`): ``(loss, ce, sem)``,
+    ``row_stats (B, 2) fp32`` and ``inv_perm (B,) int64``, in one launch."""
     B = _check_loss_op_args(logits, z_mix, z_clean, labels, perm, lam)
     K, D = logits.shape[1], z_mix.shape[1]
     device = logits.device
@@ -340,21 +400,18 @@ def sem_loss_kernel(
     ce_rows = torch.empty(B, **f32)
     sem_rows = torch.empty(B, **f32) if has_sem else ce_rows
     row_stats = torch.empty(B, 2, **f32)
+    inv_perm = torch.empty(B, dtype=torch.int64, device=device)
+    loss, ce, sem = (torch.empty((), **f32) for _ in range(3))
     zc = z_clean if has_sem else z_mix
     block_b, block_k, block_d, warps = _geometry(B, K, D, device)
-    _sem_loss_forward_kernel[(triton.cdiv(B, block_b),)](
+    launch(_sem_loss_forward_kernel)[(triton.cdiv(B, block_b),)](
         logits, *logits.stride(), z_mix, *z_mix.stride(), zc, *zc.stride(), labels, labels.stride(0),
-        perm, lam, ce_rows, sem_rows, row_stats,
-        B, K, D, label_smoothing,
-        HAS_SEM=has_sem, ONE_K_BLOCK=K <= block_k,
-        BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_D=block_d, num_warps=warps,
+        perm, lam, ce_rows, sem_rows, row_stats, inv_perm, election_counter(device), loss, ce, sem,
+        B, K, D, label_smoothing, _sem_count(B, D, sem_mean), gamma,
+        HAS_SEM=has_sem, ONE_K_BLOCK=K <= block_k, BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_D=block_d,
+        REDUCE_BLOCK=_reduce_block(B, warps, device), num_warps=warps,
     )  # fmt: skip
-    loss, ce, sem = (torch.empty((), **f32) for _ in range(3))
-    _reduce_kernel[(1,)](
-        ce_rows, sem_rows, loss, ce, sem, B, float(B), _sem_count(B, D, sem_mean), gamma,
-        HAS_SEM=has_sem, BLOCK=_REDUCE_BLOCK, num_warps=num_warps_for(_REDUCE_BLOCK, _PER_THREAD),
-    )  # fmt: skip
-    return loss, ce, sem, row_stats
+    return loss, ce, sem, row_stats, inv_perm
 
 
 def sem_loss_backward_kernel(
@@ -368,6 +425,7 @@ def sem_loss_backward_kernel(
     perm: torch.Tensor,
     lam: torch.Tensor,
     row_stats: torch.Tensor,
+    inv_perm: torch.Tensor,
     gamma: float,
     label_smoothing: float,
     sem_mean: bool,
@@ -376,27 +434,28 @@ def sem_loss_backward_kernel(
     z_clean_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``sem_fast_triton::sem_loss_backward`` (schema: `sem_fast.ops.schema`): ``(dlogits,
-    dz_mix, dz_clean)``, each an empty tensor unless its ``*_grad`` flag is set."""
+    dz_mix, dz_clean)``, each an empty tensor unless its ``*_grad`` flag is set, in one launch."""
     B = _check_loss_op_args(logits, z_mix, z_clean, labels, perm, lam)
     K, D = logits.shape[1], z_mix.shape[1]
     if row_stats.shape != (B, 2) or row_stats.dtype != torch.float32:
         raise ValueError(f"row_stats must be ({B}, 2) float32, got {tuple(row_stats.shape)} {row_stats.dtype}")
+    if inv_perm.shape != (B,) or inv_perm.dtype != torch.int64:
+        raise ValueError(f"inv_perm must be ({B},) int64, got {tuple(inv_perm.shape)} {inv_perm.dtype}")
     if (z_mix_grad or z_clean_grad) and z_clean is None:
         raise ValueError("z_mix_grad and z_clean_grad need z_clean (there is no SEM term without it)")
     device = logits.device
-    perm, lam, row_stats = perm.contiguous(), lam.contiguous(), row_stats.contiguous()
+    perm, lam, row_stats, inv_perm = perm.contiguous(), lam.contiguous(), row_stats.contiguous(), inv_perm.contiguous()
 
     def grad_of(t: torch.Tensor, needed: bool) -> torch.Tensor:
         return torch.empty(t.shape, dtype=t.dtype, device=device) if needed else t.new_empty(0)
 
     zc = z_clean if z_clean is not None else z_mix
     dlogits, dz_mix, dz_clean = grad_of(logits, logits_grad), grad_of(z_mix, z_mix_grad), grad_of(zc, z_clean_grad)
-    inv = inverse_permutation(perm) if z_clean_grad else perm
     block_b, block_k, block_d, warps = _geometry(B, K, D, device)
-    _sem_loss_backward_kernel[(triton.cdiv(B, block_b),)](
+    launch(_sem_loss_backward_kernel)[(triton.cdiv(B, block_b),)](
         grad_loss, grad_ce, grad_sem,
         logits, *logits.stride(), z_mix, *z_mix.stride(), zc, *zc.stride(), labels, labels.stride(0),
-        perm, lam, row_stats, inv, dlogits, dz_mix, dz_clean,
+        perm, lam, row_stats, inv_perm, dlogits, dz_mix, dz_clean,
         B, K, D, gamma, label_smoothing, 1.0 / B, 2.0 / _sem_count(B, D, sem_mean),
         HAS_G_LOSS=grad_loss is not None, HAS_G_CE=grad_ce is not None, HAS_G_SEM=grad_sem is not None,
         LOGITS=logits_grad, Z_MIX=z_mix_grad, Z_CLEAN=z_clean_grad,

@@ -33,8 +33,11 @@ from sem_fast.ops.triton.utils import (
     cast_to,
     interpreted,
     inverse_permutation,
+    launch,
     num_warps_for,
     register_kernels,
+    traced_constant,
+    tracing,
 )
 
 #: Element offsets at or above this do not fit a signed 32-bit integer; kernels then compute
@@ -371,9 +374,14 @@ def mix_images_kernel(
     fmt = memory_format(channels_last)
     clean = torch.empty((B, C, H, W), dtype=out_dtype, device=images.device, memory_format=fmt)
     mixed = torch.empty_like(clean) if mixes else clean.new_empty(0)
-    stats = _stats(tuple(mean), tuple(std), images.device) if normalize else lam
+    if not normalize:
+        stats = lam
+    elif tracing():  # made in the traced graph: the cache holds real tensors only
+        stats = traced_constant([*mean, *std], images.device).view(2, C)
+    else:
+        stats = _stats(tuple(mean), tuple(std), images.device)
     block, warps = _block(C * H * W, images.device)
-    _mix_forward_kernel[(B * triton.cdiv(C * H * W, block),)](
+    launch(_mix_forward_kernel)[(B * triton.cdiv(C * H * W, block),)](
         images, *_nchw_strides(images), clean, mixed,
         perm, lam, box, is_cutmix,
         offset if augment else box, flip if augment else is_cutmix, stats,
@@ -410,7 +418,7 @@ def mix_images_backward_kernel(
     inv = inverse_permutation(perm) if has_gm else perm
     augment = offset is not None
     block, warps = _block(C * H * W, some.device)
-    _mix_backward_kernel[(B * triton.cdiv(C * H * W, block),)](
+    launch(_mix_backward_kernel)[(B * triton.cdiv(C * H * W, block),)](
         gc, *gc.stride(), gm, *gm.stride(), grad,
         inv, lam, box, is_cutmix, offset if augment else box, flip if augment else is_cutmix,
         B, C, H, W, crop_padding if augment else 0,

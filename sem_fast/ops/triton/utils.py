@@ -4,11 +4,16 @@ kernel registration."""
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch._library.triton
 import triton
 import triton.language as tl
+from triton.runtime.jit import JITFunction
 
 from sem_fast.ops.schema import TRITON
 
@@ -68,17 +73,150 @@ def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     """``(B,) int64`` inverse of ``perm (B,) int64`` (``inv[perm[b]] = b``), -1 where ``perm``
     is not a permutation; one single-program launch, no host sync, no atomics."""
     inv = torch.empty_like(perm)
-    _inverse_permutation_kernel[(1,)](perm, inv, perm.shape[0], BLOCK=_INVERSE_BLOCK, num_warps=4)
+    launch(_inverse_permutation_kernel)[(1,)](perm, inv, perm.shape[0], BLOCK=_INVERSE_BLOCK, num_warps=4)
     return inv
 
 
+# ----------------------------------------------------------------------------- the last-program election
+
+
+def _zero_counter(device: torch.device) -> torch.Tensor:
+    return torch.zeros(1, dtype=torch.int32, device=device)
+
+
+#: ``(device, stream) -> (1,) int32`` election counters of the eager CUDA launches (`election_counter`).
+_COUNTERS: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+
+def election_counter(device: torch.device) -> torch.Tensor:
+    """A ``(1,) int32`` zero for a kernel's last-program election (`last_program`), which leaves
+    it zero again: every program adds one, and the program that sees ``num_programs - 1`` resets it.
+
+    An eager CUDA launch gets a counter cached per (device, stream): it is zeroed once, when made,
+    and launches on one stream run one after another, so no memset launch is added per call,
+    while launches on two streams never share one. While the stream is capturing a CUDA graph the
+    call gets a fresh zeroed counter, allocated and zeroed inside the graph (a memset node of the
+    graph, so every replay starts from zero whatever stream it runs on, and no cached memory
+    belongs to a graph's private pool). In the interpreter (programs run one after another on the
+    host) the counter is a fresh zero too: an interrupted interpreted launch cannot leave a stale
+    count behind. A traced launch (`register_kernels`) makes its counter in the graph, a
+    ``zeros`` node (the graph is a pure function: it cannot hold a cached buffer).
+    """
+    if tracing() or interpreted(device) or torch.cuda.is_current_stream_capturing():
+        return _zero_counter(device)
+    key = (device, torch.cuda.current_stream(device).cuda_stream)
+    counter = _COUNTERS.get(key)
+    if counter is None:
+        counter = _COUNTERS[key] = _zero_counter(device)
+    return counter
+
+
+@triton.jit
+def last_program(counter_ptr):
+    """Whether this program is the last of the grid to get here: call it after the program's
+    stores; the stores of every program are then visible to the last one (loads with
+    ``cache_modifier=".cg"``, past the SM's L1). The barrier puts every thread's stores before
+    the release of the acq_rel atomic (one thread performs it), whose acquire then orders the
+    last program's loads after every other program's stores. The last program resets the counter.
+    """
+    tl.debug_barrier()
+    ticket = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu")
+    is_last = ticket == tl.num_programs(0) - 1
+    if is_last:
+        tl.store(counter_ptr, 0)
+    return is_last
+
+
+# ----------------------------------------------------------------------------- registration
+
 #: The ``sem_fast_triton`` kernels (`register_kernels`), kept alive for the life of the process.
 _KERNELS = torch.library.Library(TRITON, "IMPL")
+_TRACING = threading.local()
+
+
+def tracing() -> bool:
+    """Whether a launcher is running inside a traced decomposition (`register_kernels`)."""
+    return getattr(_TRACING, "active", False)
+
+
+def launch(kernel: Any) -> Any:
+    """``kernel``, ready for ``[grid](...)``: the kernel itself in an eager call, its
+    ``torch.library.wrap_triton`` wrapper while the op is traced (`register_kernels`), so that
+    the launch becomes a node of the graph. Every launcher launches through it."""
+    return torch.library.wrap_triton(kernel) if tracing() else kernel
+
+
+def traced_constant(values: list[float], device: torch.device) -> torch.Tensor:
+    """``(n,) float32`` of Python numbers for a traced launcher (`tracing`), made on ``device`` by
+    ops that Inductor fuses into one small kernel: ``torch.tensor`` would put a host constant and a
+    host-to-device copy into the graph, which CUDA graphs cannot hold."""
+    index = torch.arange(len(values), device=device)
+    out = torch.zeros(len(values), dtype=torch.float32, device=device)
+    for i, value in enumerate(values):
+        out = torch.where(index == i, value, out)
+    return out
+
+
+def _decomposes(types, args, kwargs) -> bool:
+    """Whether a ``sem_fast_triton`` call seen by ``FunctionalTensorMode`` is traced into its
+    kernels: plain and fake tensors only, all on CUDA with compiled (not interpreted) Triton,
+    with static shapes and strides (the launchers turn sizes into block constexprs), and not
+    while ``torch.export`` keeps custom Triton ops whole."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    if any(t not in (torch.Tensor, FunctionalTensor) and not issubclass(t, FakeTensor) for t in types):
+        return False
+    if not getattr(torch._functorch.config, "decompose_custom_triton_ops", True):
+        return False
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    return all(
+        t.device.type == "cuda"
+        and not interpreted(t.device)
+        and all(isinstance(n, int) for n in (*t.shape, *t.stride(), t.storage_offset()))
+        for t in tensors
+    )
+
+
+def _decomposition(kernel: Callable) -> Callable:
+    """The ``FunctionalTensorMode`` rule of one op: its launcher, run under the mode with every
+    launch wrapped (`launch`), or the op kept whole where `_decomposes` says no."""
+
+    def rule(mode, op, types, args, kwargs):
+        if not _decomposes(types, args, kwargs):
+            return mode.__torch_dispatch__(op, types, args, kwargs)
+        was_tracing, _TRACING.active = tracing(), True
+        try:
+            with mode:
+                return kernel(*args, **kwargs)
+        finally:
+            _TRACING.active = was_tracing
+
+    return rule
 
 
 def register_kernels(kernels: dict[str, Callable]) -> None:
-    """Register ``op name -> function`` as the CPU (interpreter) and CUDA kernels of the
-    ``sem_fast_triton`` ops (schemas, fakes and autograd: `sem_fast.ops.schema`)."""
+    """Register ``op name -> launcher`` as the kernels of the ``sem_fast_triton`` ops
+    (schemas, fakes and autograd: `sem_fast.ops.schema`).
+
+    Eager calls on CPU (the interpreter) and CUDA run the launcher through the dispatcher, an
+    opaque custom op. On CUDA, ``torch.compile`` also sees inside it, as ``torch.library.triton_op``
+    makes it see inside its ops: a ``FunctionalTensorMode`` rule (AOTAutograd traces under that
+    mode) runs the launcher on the traced tensors, every launch through `launch`, so each Triton
+    kernel becomes a ``triton_kernel_wrapper_functional`` node that Inductor compiles and launches
+    itself (no dispatcher or Python launcher per call) and CUDA graphs capture with the rest of the
+    graph. The CPU interpreter, symbolic shapes and ``torch.export`` keep the op whole. Every
+    Triton function of a launcher's module is listed as the op's kernels for the compile caches'
+    keys (``torch._library.triton.triton_ops_to_kernels``, where the torch version has it), so an
+    edited kernel is never served from a stale cache.
+    """
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+    op_kernels = getattr(torch._library.triton, "triton_ops_to_kernels", None)
     for name, kernel in kernels.items():
         for key in ("CPU", "CUDA"):
             _KERNELS.impl(name, kernel, key)
+        torch.library.register_torch_dispatch(f"{TRITON}::{name}", FunctionalTensorMode, _decomposition(kernel), lib=_KERNELS)
+        if op_kernels is not None:
+            module = vars(sys.modules[kernel.__module__]).values()
+            op_kernels[f"{TRITON}::{name}"] = [f for f in module if isinstance(f, JITFunction)]

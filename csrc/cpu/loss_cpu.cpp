@@ -6,8 +6,8 @@
 // forward saves it with log sum exp(x - max): row_stats), so logits of any magnitude keep their
 // accuracy. Row results are summed in a fixed order in float64, so the loss is deterministic.
 // The forward also builds inv_perm[perm[b]] = b and checks that perm is a permutation: if not
-// (values are unchecked under torch.compile), loss, ce and sem are NaN and every row's statistics
-// are kPoisonedStats, which the backward turns into NaN gradients.
+// (values are unchecked under torch.compile), loss, ce and (with z_clean) sem are NaN and every
+// row's statistics are poisoned, which the backward turns into NaN gradients.
 // Semantics: sem_fast.reference.sem_loss.
 #include <torch/library.h>
 
@@ -169,7 +169,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> sem_loss_
       stats[2 * b] = kPoisonedMax;
       stats[2 * b + 1] = kPoisonedLogD;
     }
-    ce = sem = kNaN;
+    ce = kNaN;
+    if (a.z_clean.defined()) sem = kNaN;
   }
   const float loss = ce + static_cast<float>(gamma) * sem;
   return {scalar(loss, logits), scalar(ce, logits), scalar(sem, logits), row_stats, inv_perm};

@@ -59,7 +59,7 @@ struct LossForwardOut {
 };
 
 // One launch -> out. z_clean null: no SEM term (sem = 0). labels, perm: (B,) int64; lam: (B,)
-// fp32. A perm that is not a permutation makes loss, ce and sem NaN.
+// fp32. A perm that is not a permutation makes loss, ce and (with z_clean) sem NaN.
 cudaError_t launch_sem_loss(const void* logits, DType logits_type, const void* z_mix, const void* z_clean,
                             DType z_type, const int64_t* labels, const int64_t* perm, const float* lam,
                             const LossParams& p, const LossForwardOut& out, cudaStream_t stream);

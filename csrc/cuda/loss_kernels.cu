@@ -105,7 +105,8 @@ __device__ bool last_block(unsigned int* counter) {
 // The last block: loss, ce and sem summed in a fixed order (per-thread strided sums, then a
 // shared-memory tree), and the permutation check: perm is one iff every b finds
 // inv[perm[b]] == b (a repeated entry leaves one of its rows unconfirmed; entries that no row
-// wrote are never read). Otherwise the outputs are NaN and every row's statistics poisoned.
+// wrote are never read). Otherwise loss, ce and (with the SEM term) sem are NaN and every row's
+// statistics poisoned.
 __device__ void reduce_rows(const float* ce_row, const float* sem_row, const int64_t* perm, const int64_t* inv,
                             const LossParams& p, float* row_stats, float* loss, float* ce, float* sem) {
   __shared__ float ce_part[kThreads];
@@ -131,7 +132,8 @@ __device__ void reduce_rows(const float* ce_row, const float* sem_row, const int
   if (threadIdx.x == 0) {
     const float nan_unless_perm = is_perm ? 0.0f : NAN;
     const float ce_value = ce_part[0] / static_cast<float>(p.B) + nan_unless_perm;
-    const float sem_value = sem_part[0] / static_cast<float>(p.sem_mean ? p.B * p.D : p.B) + nan_unless_perm;
+    const float sem_value =
+        sem_part[0] / static_cast<float>(p.sem_mean ? p.B * p.D : p.B) + (sem_row != nullptr ? nan_unless_perm : 0.0f);
     *ce = ce_value;
     *sem = sem_value;
     *loss = ce_value + p.gamma * sem_value;

@@ -48,7 +48,8 @@ SCHEMAS: dict[str, str] = {
     ),
     # -> (loss, ce, sem) () float32, row_stats (B, 2) float32 (row max, log-sum-exp relative to
     # it) and inv_perm (B,) int64 (inv_perm[perm[b]] = b). A perm that is not a permutation makes
-    # loss, ce and sem NaN and every row's statistics (NaN, -inf), so that every gradient is NaN.
+    # loss, ce and (with z_clean) sem NaN and every row's statistics (NaN, -inf), so that every
+    # gradient is NaN.
     "sem_loss": (
         "(Tensor logits, Tensor z_mix, Tensor? z_clean, Tensor labels, Tensor perm, Tensor lam, float gamma, "
         "float label_smoothing, bool sem_mean) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"

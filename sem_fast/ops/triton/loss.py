@@ -17,7 +17,7 @@ inverse permutation: one launch.
 
 A ``perm`` that is not a permutation (a repeated or out-of-range entry; values are unchecked
 under ``torch.compile``, in CUDA graphs and with ``check_values=False``) makes ``loss``, ``ce``
-and ``sem`` NaN and every gradient NaN: the last program then writes `POISONED_STATS` into every
+and (with ``z_clean``) ``sem`` NaN and every gradient NaN, as in `sem_fast.reference.sem_loss`: the last program then writes `POISONED_STATS` into every
 row's statistics, which the backward turns into NaN. Labels outside ``[0, K)`` make their rows NaN.
 
 Layout of this file: kernels, launchers, then the CPU (interpreter) and CUDA kernels of the ops
@@ -205,8 +205,8 @@ def _reduce_rows(
     ``sem`` and ``loss`` summed in a fixed order (``BLOCK`` lanes over the rows, then a fixed
     tree), and the permutation check: ``perm`` is one iff every ``b`` finds
     ``inv[perm[b]] == b`` (a repeated entry leaves one of its rows unconfirmed; ``inv`` is read
-    only where some row wrote it). Otherwise the three outputs are NaN and every row's statistics
-    become `POISONED_STATS`."""
+    only where some row wrote it). Otherwise ``loss``, ``ce`` and (``HAS_SEM``) ``sem`` are NaN
+    and every row's statistics become `POISONED_STATS`."""
     ce_acc = tl.zeros([BLOCK], tl.float32)
     sem_acc = tl.zeros([BLOCK], tl.float32)
     unconfirmed = tl.zeros([BLOCK], tl.int32)
@@ -223,7 +223,9 @@ def _reduce_rows(
     is_perm = tl.sum(unconfirmed, 0) == 0
     nan_unless_perm = tl.where(is_perm, 0.0, float("nan"))
     ce = tl.sum(ce_acc, 0) / B + nan_unless_perm
-    sem = tl.sum(sem_acc, 0) / sem_count + nan_unless_perm
+    sem = tl.sum(sem_acc, 0) / sem_count
+    if HAS_SEM:
+        sem += nan_unless_perm
     tl.store(ce_ptr, ce)
     tl.store(sem_ptr, sem)
     tl.store(loss_ptr, ce + gamma * sem)

@@ -199,7 +199,8 @@ __global__ void sem_loss_backward_kernel(const LossGrads g, const T* __restrict_
     // Sample m = inv[b] has b as its partner; inv is exact unless the statistics are poisoned,
     // and never followed out of bounds (a direct op call may pass anything).
     const int64_t m = inv[b];
-    const float from_partner = (m < 0 || m >= p.B) ? NAN : (1.0f - lam[m]) * sem_diff(z_mix, z_clean, perm, lam, p, m, d);
+    const float from_partner =
+        (m < 0 || m >= p.B) ? NAN : (1.0f - lam[m]) * sem_diff(z_mix, z_clean, perm, lam, p, m, d);
     dz_clean[idx] = from_float<Z>(-c * (lam[b] * e + from_partner));
   }
 }

@@ -272,7 +272,8 @@ def traced_kernels() -> dict[str, list[tuple[str, list[str], list[str]]]]:
     shape_env = ShapeEnv()
     batch = shape_env.create_symintnode(shape_env.create_symbol(5, ConstantSource("B")), hint=5)
     with FakeTensorMode(shape_env=shape_env):
-        trace("sem_loss_dynamic", lambda *a: ops.sem_loss(*a, 0.5, 0.1, True), *fake_cuda(*_loss_op_args(), batch=batch))
+        dynamic_args = fake_cuda(*_loss_op_args(), batch=batch)
+        trace("sem_loss_dynamic", lambda *a: ops.sem_loss(*a, 0.5, 0.1, True), *dynamic_args)
     return found
 
 
@@ -321,26 +322,30 @@ def test_the_election_counter_is_cached_per_stream_and_fresh_while_capturing():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_inductor_launches_the_loss_kernels_itself_and_cuda_graphs_replay_them():
-    """fullgraph Inductor: the generated code launches our kernels (no call of the opaque op), the
-    result matches eager, and a CUDA-graph replay (mode='reduce-overhead') too."""
+    """fullgraph Inductor: the generated forward and backward launch our kernels (no call of the
+    opaque op), values and gradients match eager, and so do CUDA-graph replays
+    (mode='reduce-overhead')."""
     from torch._inductor.utils import run_and_get_code
 
     logits, z_mix, z_clean, labels, perm, lam = to_device("cuda", *_loss_op_args())
-    leaves = [t.requires_grad_(True) for t in (logits, z_mix, z_clean)]
 
-    def step(logits, z_mix, z_clean):
-        loss = torch.ops.sem_fast_triton.sem_loss(logits, z_mix, z_clean, labels, perm, lam, 0.5, 0.1, True)[0]
-        return loss, torch.autograd.grad(loss, [logits, z_mix, z_clean])
+    def loss_fn(logits, z_mix, z_clean):
+        return torch.ops.sem_fast_triton.sem_loss(logits, z_mix, z_clean, labels, perm, lam, 0.5, 0.1, True)[0]
 
-    expected = step(*leaves)
+    def run(fn):
+        leaves = [t.clone().requires_grad_(True) for t in (logits, z_mix, z_clean)]
+        loss = fn(*leaves)
+        loss.backward()
+        return [loss.detach(), *(t.grad for t in leaves)]
+
+    expected = run(loss_fn)
     torch._dynamo.reset()
-    got, code = run_and_get_code(torch.compile(step, fullgraph=True), *leaves)
+    got, code = run_and_get_code(run, torch.compile(loss_fn, fullgraph=True))
     source = "\n".join(code)
     assert "_sem_loss_forward_kernel" in source and "_sem_loss_backward_kernel" in source
     assert "sem_fast_triton.sem_loss" not in source
-    graphed = torch.compile(step, fullgraph=True, mode="reduce-overhead")
-    for _ in range(3):  # warm-up, record, replay
-        replayed = graphed(*leaves)
-    for g, r, e in zip((got[0], *got[1]), (replayed[0], *replayed[1]), (expected[0], *expected[1])):
-        assert_close(g, e, **TOL32)
-        assert_close(r, e, **TOL32)
+    graphed = torch.compile(loss_fn, fullgraph=True, mode="reduce-overhead")
+    replays = [run(graphed) for _ in range(3)]  # warm-up, record, replay
+    for results in (got, *replays):
+        for g, e in zip(results, expected):
+            assert_close(g, e, **TOL32)

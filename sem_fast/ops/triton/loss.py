@@ -17,8 +17,9 @@ inverse permutation: one launch.
 
 A ``perm`` that is not a permutation (a repeated or out-of-range entry; values are unchecked
 under ``torch.compile``, in CUDA graphs and with ``check_values=False``) makes ``loss``, ``ce``
-and (with ``z_clean``) ``sem`` NaN and every gradient NaN, as in `sem_fast.reference.sem_loss`: the last program then writes `POISONED_STATS` into every
-row's statistics, which the backward turns into NaN. Labels outside ``[0, K)`` make their rows NaN.
+and (with ``z_clean``) ``sem`` NaN and every gradient NaN, as in `sem_fast.reference.sem_loss`:
+the last program then writes `POISONED_STATS` into every row's statistics, which the backward
+turns into NaN. Labels outside ``[0, K)`` make their rows NaN.
 
 Layout of this file: kernels, launchers, then the CPU (interpreter) and CUDA kernels of the ops
 ``sem_fast_triton::sem_loss`` and ``sem_loss_backward``, whose schemas, fake kernels and

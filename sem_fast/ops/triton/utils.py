@@ -13,6 +13,8 @@ import torch
 import torch._library.triton
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
 from triton.runtime.jit import JITFunction
 
 from sem_fast.ops.schema import TRITON
@@ -162,9 +164,6 @@ def _decomposes(types, args, kwargs) -> bool:
     kernels: plain and fake tensors only, all on CUDA with compiled (not interpreted) Triton,
     with static shapes and strides (the launchers turn sizes into block constexprs), and not
     while ``torch.export`` keeps custom Triton ops whole."""
-    from torch._subclasses.fake_tensor import FakeTensor
-    from torch._subclasses.functional_tensor import FunctionalTensor
-
     if any(t not in (torch.Tensor, FunctionalTensor) and not issubclass(t, FakeTensor) for t in types):
         return False
     if not getattr(torch._functorch.config, "decompose_custom_triton_ops", True):
@@ -206,17 +205,16 @@ def register_kernels(kernels: dict[str, Callable]) -> None:
     kernel becomes a ``triton_kernel_wrapper_functional`` node that Inductor compiles and launches
     itself (no dispatcher or Python launcher per call) and CUDA graphs capture with the rest of the
     graph. The CPU interpreter, symbolic shapes and ``torch.export`` keep the op whole. Every
-    Triton function of a launcher's module is listed as the op's kernels for the compile caches'
-    keys (``torch._library.triton.triton_ops_to_kernels``, where the torch version has it), so an
-    edited kernel is never served from a stale cache.
+    Triton function of a launcher's module is listed as the op's kernels for AOTAutograd's cache
+    key (``torch._library.triton.triton_ops_to_kernels``, as ``triton_op`` does, where the torch
+    version has it), so that editing a kernel changes the key.
     """
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
     op_kernels = getattr(torch._library.triton, "triton_ops_to_kernels", None)
     for name, kernel in kernels.items():
         for key in ("CPU", "CUDA"):
             _KERNELS.impl(name, kernel, key)
-        torch.library.register_torch_dispatch(f"{TRITON}::{name}", FunctionalTensorMode, _decomposition(kernel), lib=_KERNELS)
+        rule = _decomposition(kernel)
+        torch.library.register_torch_dispatch(f"{TRITON}::{name}", FunctionalTensorMode, rule, lib=_KERNELS)
         if op_kernels is not None:
             module = vars(sys.modules[kernel.__module__]).values()
             op_kernels[f"{TRITON}::{name}"] = [f for f in module if isinstance(f, JITFunction)]

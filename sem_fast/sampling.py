@@ -1,23 +1,52 @@
-"""On-device sampling of a mixing draw: partner permutation, lambda, CutMix boxes.
+"""On-device sampling of the draws of a step: partner permutation, lambda, CutMix boxes, crop and flip.
 
-Everything here is torch ops on the target device, driven by an optional `torch.Generator`:
-no ``.item()``, no numpy, no host sync, so a whole training step can be captured in a CUDA
-graph, and the same generator seed gives the same draw.
+Two samplers with the same distributions (`draw_sampler` says which one a call uses):
+
+- ``'triton'``: one Triton kernel (`sem_fast.ops.triton.sampling`) writes the `MixDraw` and the
+  `AugmentDraw` of a step from a 63-bit key that ``generator`` draws into a device tensor: two
+  launches per step on CUDA (the key's ``random_`` and the kernel). Used on CUDA whenever Triton
+  imports (except with ``backend='reference'``), and on the CPU with ``backend='triton'`` under
+  ``TRITON_INTERPRET=1`` (tests).
+- ``'torch'``: torch ops driven by ``generator`` (about 60-100 aten ops per draw): the CPU, the
+  ``'reference'`` backend, and devices Triton does not run on.
+
+Both are free of host syncs and of tensors built from Python data (no ``.item()``, no numpy, no
+``torch.tensor``), so a whole training step can be captured in a CUDA graph, and both are
+functions of the generator's state: the same seed gives the same draws on the same sampler (the
+two samplers give different, equally distributed, draws).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
 from sem_fast._checks import check_generator, check_positive_int
 from sem_fast.config import SEMConfig
 from sem_fast.draws import AugmentDraw, MixDraw
+from sem_fast.ops.registry import available_backends
 
 # Marsaglia-Tsang accepts a candidate with probability > 0.95 for shape >= 1 (we always sample
 # shape alpha + 1, see `_log_gamma`), so 8 candidates leave a chance below 0.05**8 ~ 4e-11 that
 # all are rejected; the sampler then returns the last candidate's value, still a valid positive
 # number. Fixed-size vectorized draws keep the sampler free of data-dependent loops (no sync).
 _GAMMA_CANDIDATES = 8
+
+
+def draw_sampler(cfg: SEMConfig, device: torch.device | str) -> str:
+    """``'triton'`` when the draws for ``cfg`` on ``device`` come from the Triton kernel, else ``'torch'``."""
+    device_type = torch.device(device).type
+    if cfg.backend == "reference" or device_type not in ("cuda", "cpu"):
+        return "torch"
+    if device_type == "cpu" and cfg.backend != "triton":
+        return "torch"
+    return "triton" if _triton_runs(device_type) else "torch"
+
+
+@functools.cache
+def _triton_runs(device_type: str) -> bool:
+    return available_backends(device_type)["triton"] is None
 
 
 def sample_augment(
@@ -29,18 +58,7 @@ def sample_augment(
 ) -> AugmentDraw:
     """Sample an `AugmentDraw` on ``device`` without host sync: offsets uniform in
     ``[0, 2 * cfg.crop_padding]`` and flips with probability 1/2 when ``cfg.hflip``."""
-    check_positive_int("batch_size", batch_size)
-    if not isinstance(cfg, SEMConfig):
-        raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
-    device = torch.device(device)
-    check_generator(generator, device)
-    p = cfg.crop_padding
-    offset = torch.randint(0, 2 * p + 1, (batch_size, 2), device=device, generator=generator)
-    if cfg.hflip:
-        flip = _coin(batch_size, 0.5, device, generator)
-    else:
-        flip = torch.zeros(batch_size, dtype=torch.bool, device=device)
-    return AugmentDraw(offset=offset.to(torch.int32), flip=flip)
+    return _sample(batch_size, 1, 1, cfg, device, generator, draw=False, augment=True)[1]
 
 
 def sample_draw(
@@ -60,7 +78,39 @@ def sample_draw(
     over the image, box clipped to the image, then (``cfg.correct_lam``) lambda set to
     ``1 - clipped area / (H * W)``. A batch or sample left unmixed (``cfg.mix == 'none'`` or the
     ``cfg.mix_prob`` coin) has ``lam = 1``, an empty box and ``is_cutmix = False``.
+    ``generator``: a generator on ``device`` (None: torch's default one); see `draw_sampler`.
     """
+    return _sample(batch_size, height, width, cfg, device, generator, draw=True, augment=False)[0]
+
+
+def sample_step_draws(
+    batch_size: int,
+    height: int,
+    width: int,
+    cfg: SEMConfig,
+    *,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> tuple[MixDraw, AugmentDraw | None]:
+    """The draws of one step: `sample_draw`'s `MixDraw` and, when ``cfg.augments``,
+    `sample_augment`'s `AugmentDraw` (else None), in one kernel launch on the ``'triton'``
+    sampler; the torch sampler calls `sample_draw` then `sample_augment`."""
+    return _sample(batch_size, height, width, cfg, device, generator, draw=True, augment=cfg.augments)
+
+
+def _sample(
+    batch_size: int,
+    height: int,
+    width: int,
+    cfg: SEMConfig,
+    device: torch.device | str,
+    generator: torch.Generator | None,
+    *,
+    draw: bool,
+    augment: bool,
+) -> tuple[MixDraw | None, AugmentDraw | None]:
+    """Check the arguments, then ``(MixDraw if draw, AugmentDraw if augment)`` from the sampler
+    `draw_sampler` picks (the torch sampler draws the `MixDraw` first)."""
     check_positive_int("batch_size", batch_size)
     check_positive_int("height", height)
     check_positive_int("width", width)
@@ -68,8 +118,39 @@ def sample_draw(
         raise TypeError(f"cfg must be a SEMConfig, got {type(cfg).__name__}")
     device = torch.device(device)
     check_generator(generator, device)
-    B = batch_size
+    if draw_sampler(cfg, device) == "triton":
+        return _kernel().sample_step_draws(
+            batch_size, height, width, cfg, device=device, generator=generator, draw=draw, augment=augment
+        )
+    return (
+        _torch_draw(batch_size, height, width, cfg, device, generator) if draw else None,
+        _torch_augment(batch_size, cfg, device, generator) if augment else None,
+    )
 
+
+def _kernel():
+    """The Triton sampler module (imports Triton, so only when the kernel path is taken)."""
+    from sem_fast.ops.triton import sampling
+
+    return sampling
+
+
+def _torch_augment(
+    batch_size: int, cfg: SEMConfig, device: torch.device, generator: torch.Generator | None
+) -> AugmentDraw:
+    p = cfg.crop_padding
+    offset = torch.randint(0, 2 * p + 1, (batch_size, 2), device=device, generator=generator)
+    if cfg.hflip:
+        flip = _coin(batch_size, 0.5, device, generator)
+    else:
+        flip = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    return AugmentDraw(offset=offset.to(torch.int32), flip=flip)
+
+
+def _torch_draw(
+    batch_size: int, height: int, width: int, cfg: SEMConfig, device: torch.device, generator: torch.Generator | None
+) -> MixDraw:
+    B = batch_size
     if not cfg.mixes:
         return MixDraw(
             perm=torch.arange(B, device=device),
@@ -84,8 +165,9 @@ def sample_draw(
         perm = torch.arange(B - 1, -1, -1, device=device)
 
     n = B if cfg.lam_mode == "elem" else 1
-    alphas = torch.tensor([cfg.alpha, cfg.cutmix_alpha], device=device).repeat_interleave(n)
-    lam_mixup, lam_cutmix = _beta_symmetric(alphas, generator).view(2, n)
+    alphas = torch.full((2, n), cfg.alpha, device=device)  # filled on the device: no host copy
+    alphas[1].fill_(cfg.cutmix_alpha)
+    lam_mixup, lam_cutmix = _beta_symmetric(alphas.view(-1), generator).view(2, n)
 
     if cfg.mix == "switch":
         is_cutmix = _coin(n, cfg.switch_prob, device, generator)

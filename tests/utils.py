@@ -9,9 +9,12 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def set_seed(seed: int = 0) -> None:
@@ -103,6 +106,90 @@ def _define_torchvision_schemas() -> None:
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
     _SHIM.append(lib)
+
+
+# --- host syncs: ops that read device values on the host, tensors made from Python data ---------------
+
+_aten = torch.ops.aten
+#: aten ops that need a value on the host (a device -> host copy and a wait on CUDA) or whose output
+#: shape depends on the data.
+SYNC_OPS = {
+    _aten._local_scalar_dense.default, _aten.is_nonzero.default, _aten.item.default, _aten.equal.default,
+    _aten.nonzero.default, _aten.masked_select.default, _aten._unique2.default, _aten.unique_dim.default,
+    _aten.unique_consecutive.default, _aten.repeat_interleave.Tensor, _aten.allclose.default,
+}  # fmt: skip
+#: Tensor methods that copy values to the host (on CUDA a sync; on the CPU the same code would sync on a GPU).
+SYNC_METHODS = {
+    torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu, torch.Tensor.__bool__,
+    torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__,
+}  # fmt: skip
+#: Functions that build a tensor from Python or numpy data (a pageable host -> device copy on CUDA).
+PYTHON_DATA_FUNCTIONS = {torch.tensor, torch.as_tensor, torch.asarray, torch.from_numpy, torch.Tensor.new_tensor}
+_PYTHON_DATA_OPS = {_aten.lift_fresh.default, _aten.lift_fresh_copy.default}
+
+
+class _FunctionRecorder(TorchFunctionMode):
+    def __init__(self, syncs: list[str], created: list[str]) -> None:
+        super().__init__()
+        self.syncs, self.created = syncs, created
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in SYNC_METHODS:
+            self.syncs.append(f"Tensor.{func.__name__}")
+        elif func is torch.Tensor.to and _to_host(args, kwargs):
+            self.syncs.append("Tensor.to(cpu)")
+        elif func in PYTHON_DATA_FUNCTIONS:
+            self.created.append(func.__name__)
+        return func(*args, **kwargs)
+
+
+def _to_host(args, kwargs) -> bool:
+    target = kwargs.get("device", args[1] if len(args) > 1 and isinstance(args[1], (str, torch.device)) else None)
+    return target is not None and torch.device(target).type == "cpu"
+
+
+class _DispatchRecorder(TorchDispatchMode):
+    def __init__(self, syncs: list[str], created: list[str]) -> None:
+        super().__init__()
+        self.syncs, self.created = syncs, created
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in SYNC_OPS or (func in (_aten.index.Tensor, _aten.index_put_.default) and _bool_index(args)):
+            self.syncs.append(str(func))
+        elif func in _PYTHON_DATA_OPS:
+            self.created.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _bool_index(args) -> bool:
+    """A boolean mask index (its result's shape depends on the data)."""
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
+
+
+class HostSyncRecorder:
+    """Records, while entered, every op that would make the host wait for a CUDA device
+    (``.item()``, ``bool(t)``, ``nonzero``, ``torch.equal``, copies to the CPU, boolean-mask
+    indexing, ...) in ``syncs``, and every tensor built from Python or numpy data
+    (``torch.tensor``, ``as_tensor``, ``from_numpy``) in ``created``.
+
+    It watches both levels: the torch-function level (methods such as ``Tensor.tolist``, which
+    dispatch nothing on a CPU tensor) and the dispatcher (aten ops reached from C++).
+    """
+
+    def __init__(self) -> None:
+        self.syncs: list[str] = []
+        self.created: list[str] = []
+        self._modes = (_FunctionRecorder(self.syncs, self.created), _DispatchRecorder(self.syncs, self.created))
+
+    def __enter__(self) -> Self:
+        for mode in self._modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc)
 
 
 class TinyNet(torch.nn.Module):

@@ -19,7 +19,7 @@ from sem_fast._checks import (
 from sem_fast.config import SEMConfig
 from sem_fast.draws import AugmentDraw, MixDraw
 from sem_fast.ops.registry import get_backend
-from sem_fast.sampling import sample_augment, sample_draw
+from sem_fast.sampling import sample_augment, sample_draw, sample_step_draws
 
 
 class EncoderClassifier(Protocol):
@@ -93,7 +93,8 @@ def fused_sem_step(
             bfloat16 / float16 already normalized.
         labels: ``(B,) int64|int32`` class indices in ``[0, K)`` on the images' device.
         cfg: the `SEMConfig`.
-        generator: drives `sample_draw` and `sample_augment` (a generator on the images' device).
+        generator: drives the sampling of the draws not given (`sample_step_draws`; a generator
+            on the images' device).
         draw: a fixed `MixDraw` to use instead of sampling one (tests, replays).
         augment: a fixed `AugmentDraw` to use instead of sampling one (needs ``cfg.augments``).
         check_values: check the values of ``labels``, ``draw`` and ``augment`` (label range,
@@ -116,9 +117,7 @@ def fused_sem_step(
     device = images.device
     num_classes = model_num_classes(model)
     check_labels(labels, B, device, num_classes, check_values)
-    if draw is None:
-        draw = sample_draw(B, H, W, cfg, device=device, generator=generator)
-    else:
+    if draw is not None:
         check_draw(draw, B, device, (H, W), check_values)
     if augment is not None:
         if not cfg.augments:
@@ -126,6 +125,11 @@ def fused_sem_step(
         check_augment(augment, B, device, (H, W), cfg, check_values)
     elif cfg.augments:
         check_padding(cfg, (H, W))
+    if draw is None and augment is None and cfg.augments:
+        draw, augment = sample_step_draws(B, H, W, cfg, device=device, generator=generator)
+    elif draw is None:
+        draw = sample_draw(B, H, W, cfg, device=device, generator=generator)
+    elif augment is None and cfg.augments:
         augment = sample_augment(B, cfg, device=device, generator=generator)
     mix_backend = get_backend(cfg.backend, device, images, lam=draw.lam)
 

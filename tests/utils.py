@@ -192,6 +192,25 @@ class HostSyncRecorder:
             mode.__exit__(*exc)
 
 
+def train_interrupted_then_resumed(config) -> dict:
+    """Train ``config`` (a `sem_fast.train.TrainConfig`), stop it after its first epoch's
+    checkpoint as a crash would, resume it to the end and return the resumed run's summary."""
+    from sem_fast.train import train
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise Interrupted
+
+    try:
+        train(config, on_epoch_end=stop_after_first_epoch)
+    except Interrupted:
+        return train(config, resume=True)
+    raise AssertionError(f"{config.run_dir} ran to the end: it has a single epoch")
+
+
 class TinyNet(torch.nn.Module):
     """A small conv net with the ``encode``/``classify`` split, counting its encode calls.
 

@@ -78,6 +78,10 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_help("auto (cuda if available), cpu, cuda, cuda:1, ..."))
     amp: str = field(default="auto", metadata=_help("mixed precision (auto: bf16 on CUDA, off on CPU)", AMP_MODES))
     compile: bool | None = field(default=None, metadata=_help("torch.compile the step (default: on with CUDA)"))
+    cuda_graph: bool = field(
+        default=False,
+        metadata=_help("replay the whole training step as one CUDA graph (CUDA; one process; amp bf16/off)"),
+    )
     channels_last: bool = field(default=True, metadata=_help("channels-last model and images"))
     eval_every: int = field(default=1, metadata=_help("test-set evaluation every N epochs (and after the last)"))
     max_steps_per_epoch: int = field(default=0, metadata=_help("cap on steps per epoch, for smoke runs (0: none)"))
@@ -93,7 +97,7 @@ class TrainConfig:
             _integer(name, getattr(self, name), low=1)
         for name in ("es_epochs", "max_steps_per_epoch", "seed"):
             _integer(name, getattr(self, name), low=0)
-        for name in ("nesterov", "progress", "compile"):
+        for name in ("nesterov", "progress", "compile", "cuda_graph"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "compile" and value is None):
                 raise ValueError(f"{name} ({_flag(name)}) must be a bool, got {value!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import platform
@@ -9,7 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import torch
@@ -17,12 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import sem_fast
-from sem_fast import SEMConfig, StepOutput, fused_sem_step, sample_draw
+from sem_fast import SEMConfig, StepOutput, fused_sem_step
 from sem_fast.draws import AugmentDraw, MixDraw
-from sem_fast.sampling import sample_augment
+from sem_fast.sampling import sample_step_draws
 from sem_fast.train.build import autocast_dtype, build_model, build_optimizer, build_scheduler, pick_device
 from sem_fast.train.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from sem_fast.train.config import RESUMABLE_CHANGES, TrainConfig
+from sem_fast.train.cuda_graph import GraphedStep, check_graph_support
 from sem_fast.train.distributed import (
     Ranks,
     barrier,
@@ -53,7 +55,10 @@ BatchForward = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
 
 class StepModule(nn.Module):
     """`fused_sem_step` of ``model`` as one module call, the unit DDP wraps (see
-    `sem_fast.train.distributed.wrap_step_module`): ``(images, labels, cfg, draw, augment) -> StepOutput``."""
+    `sem_fast.train.distributed.wrap_step_module`): ``(images, labels, cfg, draw, augment) -> StepOutput``.
+    Without the checks that read values (``check_values=False``): the draws come from the
+    sampler and the loader's labels were checked when the dataset was read, and on CUDA each
+    such check is a host sync per step."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -62,7 +67,49 @@ class StepModule(nn.Module):
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor, cfg: SEMConfig, draw: MixDraw, augment: AugmentDraw | None
     ) -> StepOutput:
-        return fused_sem_step(self.model, images, labels, cfg, draw=draw, augment=augment)
+        return fused_sem_step(self.model, images, labels, cfg, draw=draw, augment=augment, check_values=False)
+
+
+class StepTotals(NamedTuple):
+    """An epoch's running statistics on the device, updated in place by every step (no host
+    sync; also inside a CUDA graph) and read with the progress line.
+
+    Attributes:
+        sums: ``(4,) float32``, the sums of loss, CE, SEM and lambda-weighted hits over the steps.
+        first_bad: ``() int64``, the 0-based batch of the first non-finite loss term, -1 if none.
+        bad_values: ``(3,) float32``, that batch's loss, CE and SEM.
+        batch_index: ``() int64``, the batches run this epoch.
+    """
+
+    sums: torch.Tensor
+    first_bad: torch.Tensor
+    bad_values: torch.Tensor
+    batch_index: torch.Tensor
+
+    @classmethod
+    def new(cls, device: torch.device) -> StepTotals:
+        totals = cls(
+            torch.empty(4, device=device), torch.empty((), dtype=torch.int64, device=device),
+            torch.empty(3, device=device), torch.empty((), dtype=torch.int64, device=device),
+        )  # fmt: skip
+        totals.reset()
+        return totals
+
+    def reset(self) -> None:
+        """Zero the sums and counters (the start of an epoch)."""
+        self.sums.zero_()
+        self.first_bad.fill_(-1)
+        self.bad_values.zero_()
+        self.batch_index.zero_()
+
+    def add(self, loss: torch.Tensor, ce: torch.Tensor, sem: torch.Tensor, hits: torch.Tensor) -> None:
+        """Add one step's loss terms and hits; remember the first non-finite step."""
+        values = torch.stack([loss, ce, sem]).detach().float()
+        self.sums.add_(torch.cat([values, hits.detach().float().view(1)]))
+        newly_bad = (self.first_bad < 0) & ~torch.isfinite(values).all()
+        self.first_bad.copy_(torch.where(newly_bad, self.batch_index, self.first_bad))
+        self.bad_values.copy_(torch.where(newly_bad, values, self.bad_values))
+        self.batch_index.add_(1)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,9 +124,13 @@ class NonFiniteLossError(RuntimeError):
         )
 
 
-def make_batch_forward(amp_dtype: torch.dtype | None, compile_forward: bool) -> BatchForward:
+def make_batch_forward(
+    amp_dtype: torch.dtype | None, compile_forward: bool, *, graphed: bool = False
+) -> BatchForward:
     """The per-batch forward: ``(step_module, images, labels, cfg, draw, augment) -> (loss, ce, sem,
-    hits)``, ``step_module`` a `StepModule` (or its DDP wrapper), compiled when ``compile_forward``.
+    hits)``, ``step_module`` a `StepModule` (or its DDP wrapper), compiled when ``compile_forward``;
+    ``graphed``: captured in a CUDA graph, which needs autocast's weight-cast cache off (as
+    ``torch.cuda.make_graphed_callables`` requires).
 
     ``hits`` is the lambda-weighted count of mixed samples whose prediction is their own label
     (weight ``lam``) or their partner's (``1 - lam``). The mixing draws are sampled outside, so the
@@ -95,7 +146,8 @@ def make_batch_forward(amp_dtype: torch.dtype | None, compile_forward: bool) -> 
         augment: AugmentDraw | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         device_type = images.device.type
-        with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        enabled, dtype = amp_dtype is not None, amp_dtype or torch.bfloat16
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=not graphed):
             out = step_module(images, labels, cfg, draw, augment)
         pred = out.logits.argmax(1)
         hits = draw.lam * (pred == labels) + (1.0 - draw.lam) * (pred == labels[draw.perm])
@@ -129,12 +181,17 @@ class _Run:
         self.scheduler = build_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.generator = torch.Generator(device=self.device).manual_seed(generator_seed(config.seed, ranks))
+        if config.cuda_graph:
+            check_graph_support(config, self.device, ranks.distributed)
+        self.totals = StepTotals.new(self.device)
+        self.graphed: GraphedStep | None = None  # the CUDA-graph step of `graphed_cfg` (--cuda-graph)
+        self.graphed_cfg: SEMConfig | None = None
         self.epoch, self.optimizer_steps, self.history = 0, 0, []
         if checkpoint is not None:
             self._load(checkpoint)
         self.step_module = wrap_step_module(StepModule(self.model), ranks)
         compile_forward = config.compile if config.compile is not None else self.device.type == "cuda"
-        self.batch_forward = make_batch_forward(self.amp_dtype, compile_forward)
+        self.batch_forward = make_batch_forward(self.amp_dtype, compile_forward, graphed=config.cuda_graph)
 
     def _check_resume(self, resume: bool) -> dict[str, Any] | None:
         if not resume:
@@ -188,43 +245,50 @@ class _Run:
 
     def train_epoch(self, progress: ProgressLine) -> dict[str, float]:
         """One epoch of optimizer steps; returns the epoch's mean loss terms and train accuracy."""
-        config, device = self.config, self.device
+        config = self.config
         cfg = config.sem_config(mixing=config.mixing_epoch(self.epoch))
         self.model.train()
-        sums = torch.zeros(4, device=device)  # loss, ce, sem, hits
-        first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-        bad_values = torch.zeros(3, device=device)
-        batch_index = torch.zeros((), dtype=torch.int64, device=device)
+        totals = self.totals
+        totals.reset()
         images_seen, last_sync = 0, time.perf_counter()
         progress.start_epoch(self.epoch + 1)
         for batch, (images, labels) in enumerate(itertools.islice(self.train_loader, self.steps_per_epoch), 1):
-            B, H, W = images.shape[:3]
-            draw = sample_draw(B, H, W, cfg, device=device, generator=self.generator)
-            augment = sample_augment(B, cfg, device=device, generator=self.generator) if cfg.augments else None
-            loss, ce, sem, hits = self.batch_forward(self.step_module, images, labels, cfg, draw, augment)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]  # the step's lr, before the schedule moves on
+            self.train_step(images, labels, cfg)
             self.scheduler.step()
             self.optimizer_steps += 1
-            images_seen += B
-            values = torch.stack([loss, ce, sem]).detach().float()
-            sums += torch.cat([values, hits.detach().float().view(1)])
-            newly_bad = (first_bad < 0) & ~torch.isfinite(values).all()
-            first_bad = torch.where(newly_bad, batch_index, first_bad)
-            bad_values = torch.where(newly_bad, values, bad_values)
-            batch_index += 1
+            images_seen += images.shape[0]
             now = time.perf_counter()
             if now - last_sync >= SYNC_INTERVAL_S or batch == self.steps_per_epoch:
-                last_sync = now
-                self._raise_if_bad(first_bad, bad_values)
-                progress.update(batch, images_seen, self._running(sums, batch, lr))
-        sums = mean_over_ranks(sums, self.ranks)  # every rank ran the same steps on as many images
+                last_sync = now  # the only host reads of the epoch: at most one per SYNC_INTERVAL_S
+                self._raise_if_bad(totals.first_bad, totals.bad_values)
+                progress.update(batch, images_seen, self._running(totals.sums, batch, lr))
+        sums = mean_over_ranks(totals.sums, self.ranks)  # every rank ran the same steps on as many images
         stats = self._running(sums, self.steps_per_epoch, lr)
         stats["train_acc"] = 100.0 * float(sums[3]) / images_seen
         return stats
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, cfg: SEMConfig) -> None:
+        """One optimizer step on a batch, added to `totals`, without a host sync: eagerly, or
+        replayed from a CUDA graph (``config.cuda_graph``; one graph per ``cfg``: mixing, then ES)."""
+        if not self.config.cuda_graph:
+            self._step(images, labels, cfg)
+            return
+        if self.graphed is None or self.graphed_cfg != cfg:
+            step = functools.partial(self._step, cfg=cfg)
+            self.graphed, self.graphed_cfg = GraphedStep(step, images, labels, self.optimizer, self.generator), cfg
+        self.graphed(images, labels)
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, cfg: SEMConfig) -> None:
+        """The step a CUDA graph captures: sample the draws, forward, backward, optimizer, totals."""
+        B, H, W = images.shape[:3]
+        draw, augment = sample_step_draws(B, H, W, cfg, device=images.device, generator=self.generator)
+        loss, ce, sem, hits = self.batch_forward(self.step_module, images, labels, cfg, draw, augment)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.totals.add(loss, ce, sem, hits)
 
     @staticmethod
     def _running(sums: torch.Tensor, batches: int, lr: float) -> dict[str, float]:

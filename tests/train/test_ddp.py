@@ -25,7 +25,7 @@ from sem_fast.train import get_recipe, train
 from sem_fast.train.checkpoint import load_checkpoint
 from sem_fast.train.distributed import ranks_from_environment, wrap_step_module
 from sem_fast.train.loop import StepModule
-from tests.utils import assert_close, set_seed
+from tests.utils import assert_close, set_seed, train_interrupted_then_resumed
 
 WORLD = 2
 #: Per-rank batch: odd, so no power-of-two shortcut hides a bug.
@@ -122,18 +122,7 @@ def _torchrun_worker(rank: int, port: int, root: str) -> None:
                       WORLD_SIZE=str(WORLD))  # fmt: skip
     config = _tiny(root)
     summaries = {"full": train(config.replace(out=f"{root}/full"))}
-
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_first_epoch(record):
-        if record["epoch"] == 1:
-            raise Interrupted
-
-    try:
-        train(config, on_epoch_end=stop_after_first_epoch)
-    except Interrupted:
-        summaries["resumed"] = train(config, resume=True)
+    summaries["resumed"] = train_interrupted_then_resumed(config)
     Path(root, f"summaries-rank{rank}.json").write_text(json.dumps(summaries))
 
 

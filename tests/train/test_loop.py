@@ -10,6 +10,7 @@ import torch
 from sem_fast.train import NonFiniteLossError, TrainConfig, get_recipe, loop, train
 from sem_fast.train.checkpoint import load_checkpoint
 from sem_fast.train.metrics_log import COLUMNS
+from tests.utils import train_interrupted_then_resumed
 
 #: Fields that measure time and so differ between two runs of the same configuration.
 TIMING = ("epoch_time_s", "img_per_s", "elapsed_s")
@@ -88,18 +89,7 @@ def test_early_stop_turns_mixing_and_sem_off_for_the_last_epochs(tiny_config, mo
 def test_resume_after_an_interruption_ends_exactly_like_an_uninterrupted_run(tiny_config):
     full = tiny_config.replace(out=tiny_config.out + "-full")
     train(full)
-
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_first_epoch(record):
-        if record["epoch"] == 1:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        train(tiny_config, on_epoch_end=stop_after_first_epoch)
-    assert load_checkpoint(tiny_config.run_dir)["epoch"] == 1
-    train(tiny_config, resume=True)
+    train_interrupted_then_resumed(tiny_config)
 
     expected, got = load_checkpoint(full.run_dir), load_checkpoint(tiny_config.run_dir)
     assert _numbers(got["history"]) == _numbers(expected["history"])

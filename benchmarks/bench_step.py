@@ -7,6 +7,10 @@ Providers (one case = batch size):
 - ``sem compiled`` / ``mixup compiled`` / ``sem cudagraph`` (CUDA): the step under
   ``torch.compile`` and ``mode="reduce-overhead"`` (CUDA graphs, possible because nothing in the
   step syncs with the host);
+- ``sem whole-step graph`` (CUDA): the whole 'sem' step -- draws (`sample_step_draws`), mix, both
+  passes, loss, backward, fused SGD -- replayed as one CUDA graph by the trainer's `GraphedStep`
+  (``sem-fast train --cuda-graph``), warmed up and captured before the timing; checked against
+  the same step run eagerly. On a CPU it runs the captured function eagerly, untimed (CI);
 - ``paper-style loop``: how the mixup papers' code does it: fp32, NCHW, a batch normalized by the
   loader, ``np.random.beta`` per batch, two CE terms, ``F.mse_loss`` on a materialized target,
   ``loss.item()`` every step for logging.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 
 import numpy as np
 import pytest
@@ -29,13 +34,16 @@ from benchmarks.harness import assert_matches, device, measure
 from sem_fast import SEMConfig, fused_sem_step, sample_draw
 from sem_fast.models import PreActResNet18
 from sem_fast.reference import normalize
+from sem_fast.sampling import sample_step_draws
+from sem_fast.train.cuda_graph import WARMUP_STEPS, GraphedStep
 
 DEV = device()
 ON_CUDA = DEV.type == "cuda"
 BATCHES = [128, 512] if ON_CUDA else [32]
 WIDTH = 64 if ON_CUDA else 16  # the paper's network on GPU; a narrow one keeps CPU runs short
 CFG = SEMConfig(mix="mixup", alpha=1.0, gamma=1.0)
-PROVIDERS = ["sem", "mixup (gamma=0)", "reference", "paper-style loop"]
+WHOLE_STEP_GRAPH = "sem whole-step graph"
+PROVIDERS = ["sem", "mixup (gamma=0)", "reference", "paper-style loop", WHOLE_STEP_GRAPH]
 if ON_CUDA:
     PROVIDERS += ["sem compiled", "mixup compiled", "sem cudagraph"]
 
@@ -69,13 +77,47 @@ def _sem_fast_step(provider: str, B: int):
 
     def run():
         with autocast:
-            out = step(model, images, labels, cfg, generator=g)
+            out = step(model, images, labels, cfg, generator=g, check_values=False)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
         return out
 
     return run
+
+
+def _whole_step_graph(B: int) -> tuple[GraphedStep, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(graphed step, images, labels, the last step's loss, the model's first weight)``; call the
+    step as ``graphed(images, labels)``."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True)  # takes a device lr
+    images, labels, g = _data(B)
+    loss = torch.zeros((), device=DEV)
+    # Captured autocast needs its weight-cast cache off (as torch.cuda.make_graphed_callables requires).
+    bf16 = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    autocast = bf16 if ON_CUDA else contextlib.nullcontext()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        draw, augment = sample_step_draws(B, 32, 32, CFG, device=DEV, generator=g)
+        with autocast:
+            out = fused_sem_step(model, x, y, CFG, draw=draw, augment=augment, check_values=False)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        loss.copy_(out.loss.detach())
+
+    return GraphedStep(step, images, labels, opt, g), images, labels, loss, next(model.parameters())
+
+
+def _check_whole_step_graph(B: int) -> None:
+    """Past its warm-up and capture, the graphed step trains like the same step run eagerly."""
+    graphed, images, labels, loss, weight = _whole_step_graph(B)
+    eager, _, _, eager_loss, eager_weight = _whole_step_graph(B)
+    for _ in range(WARMUP_STEPS + 2):  # eager warm-up, capture + replay, one more replay
+        graphed(images, labels)
+        eager.step(images, labels)
+    assert_matches(loss.to(torch.bfloat16 if ON_CUDA else torch.float32), eager_loss, "whole-step graph loss")
+    assert_matches(weight, eager_weight, "whole-step graph weights")
 
 
 def _paper_style_step(B: int):
@@ -121,7 +163,18 @@ def _check_against_reference(B: int) -> None:
 def test_step_throughput(benchmark, B, provider):
     if provider == "sem":
         _check_against_reference(B)
-    run = _paper_style_step(B) if provider == "paper-style loop" else _sem_fast_step(provider, B)
+    if provider == WHOLE_STEP_GRAPH:
+        if not ON_CUDA and not benchmark.disabled:
+            pytest.skip("no CUDA graph on a CPU: the captured function is checked untimed (--benchmark-disable)")
+        _check_whole_step_graph(B)
+        graphed, images, labels, _, _ = _whole_step_graph(B)
+        for _ in range(WARMUP_STEPS + 1):  # warm-up and capture, outside the timing
+            graphed(images, labels)
+        run = functools.partial(graphed, images, labels)
+    elif provider == "paper-style loop":
+        run = _paper_style_step(B)
+    else:
+        run = _sem_fast_step(provider, B)
     measure(
         benchmark, run, dev=DEV, group=f"PreActResNet18(width={WIDTH}) step, 32x32", case=f"B{B}",
         provider=provider, items=B, calls=5 if ON_CUDA else 1,

@@ -93,9 +93,9 @@ def _whole_step_graph(B: int) -> tuple[GraphedStep, torch.Tensor, torch.Tensor, 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True)  # takes a device lr
     images, labels, g = _data(B)
     loss = torch.zeros((), device=DEV)
-    # Captured autocast needs its weight-cast cache off (as torch.cuda.make_graphed_callables requires).
-    bf16 = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-    autocast = bf16 if ON_CUDA else contextlib.nullcontext()
+    autocast = contextlib.nullcontext()
+    if ON_CUDA:  # captured autocast needs its weight-cast cache off (as make_graphed_callables requires)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         draw, augment = sample_step_draws(B, 32, 32, CFG, device=DEV, generator=g)

@@ -32,6 +32,8 @@ Notation (Han et al. 2023, Eq. 2, 3 and 9): ``g`` is the encoder (pooled penulti
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -75,10 +77,22 @@ def normalize_units(x: torch.Tensor, from_uint8: bool, cfg: SEMConfig) -> torch.
     input (``from_uint8=False``) is already normalized and returned as is."""
     if not from_uint8:
         return x
-    C = x.shape[1]
-    mean = torch.tensor(cfg.mean, device=x.device).view(1, C, 1, 1)
-    std = torch.tensor(cfg.std, device=x.device).view(1, C, 1, 1)
+    mean, std = _channel_stats(cfg.mean, cfg.std, x.device)
     return (x / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1, C, 1, 1) float32`` mean and std on ``device``, made once per configuration: a tensor
+    built from Python numbers is a host-to-device copy (a sync on CUDA, and not capturable in a
+    CUDA graph), so no training step makes one."""
+    C = len(mean)
+    return (
+        torch.tensor(mean, dtype=torch.float32, device=device).view(1, C, 1, 1),
+        torch.tensor(std, dtype=torch.float32, device=device).view(1, C, 1, 1),
+    )
 
 
 def normalize(images: torch.Tensor, cfg: SEMConfig) -> torch.Tensor:

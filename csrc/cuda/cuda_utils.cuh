@@ -34,11 +34,39 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
-// Four consecutive elements moved by one 4x-wide memory instruction.
+// Two floats rounded to nearest even into one 32-bit word of two 16-bit floats (low: a, high: b):
+// one cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32 on sm_80+, which turn every NaN into a NaN.
 template <typename T>
-struct alignas(4 * sizeof(T)) Vec4 {
-  T v[4];
+__device__ __forceinline__ uint32_t pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  const __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Division of non-negative int32 n < 2**31 by a fixed d >= 1 as a multiply-high and a shift
+// (Granlund and Montgomery's 33-bit multiplier 2**32 + mul, shift = ceil(log2 d); umulhi(n, mul)
+// + n < 2**32 for such n): the index math of the kernels has no division instruction sequence.
+// The same numbers as `_magic` in sem_fast/ops/triton/mix.py.
+struct FastDiv {
+  uint32_t mul, shift;
+  __device__ __forceinline__ int div(int n) const {
+    const uint32_t u = static_cast<uint32_t>(n);
+    return static_cast<int>((__umulhi(u, mul) + u) >> shift);
+  }
 };
+
+inline FastDiv make_fast_div(int d) {
+  uint32_t shift = 0;
+  while ((int64_t{1} << shift) < d) ++shift;
+  const uint64_t mul = ((uint64_t{1} << 32) * ((uint64_t{1} << shift) - static_cast<uint64_t>(d))) / d + 1;
+  return {static_cast<uint32_t>(mul), shift};
+}
 
 // Calls f(T{}) with T the device type of a float DType.
 template <typename F>
@@ -112,7 +140,7 @@ __device__ __forceinline__ LseState warp_lse(LseState st) {
   return st;
 }
 
-// inv[perm[b]] = b, -1 where perm (unchecked under torch.compile) is not a permutation.
+// inv[perm[b]] = b, -1 where perm (unchecked under torch.compile) is not a permutation: one launch.
 cudaError_t launch_inverse_permutation(const int64_t* perm, int64_t B, int64_t* inv, cudaStream_t stream);
 
 }  // namespace sem_fast::cuda

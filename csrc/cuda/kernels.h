@@ -17,6 +17,11 @@ namespace sem_fast::cuda {
 // Element types of the tensors a kernel reads or writes.
 enum class DType : int { kUInt8, kFloat32, kBFloat16, kFloat16 };
 
+// Limits of the mix kernels: their grid holds the samples on CUDA's 65535-block y axis, and pixel
+// indices within an image are 32-bit (with room for a block past the last pixel).
+constexpr int64_t kMaxMixBatch = 65535;
+constexpr int64_t kMaxMixPixels = (int64_t{1} << 31) - 1024;
+
 // images -> x_clean, x_mix (x_mix unused when !p.mixes); in: uint8 or float, out: float.
 cudaError_t launch_mix_forward(const void* images, DType in, DType out, const MixParams& p, const DrawView& d,
                                void* x_clean, void* x_mix, cudaStream_t stream);

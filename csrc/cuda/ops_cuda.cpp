@@ -39,6 +39,13 @@ void check_launch(cudaError_t status, const char* op) {
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
+void check_mix_sizes(int64_t B, int64_t H, int64_t W) {
+  TORCH_CHECK_VALUE(B <= kMaxMixBatch, "the CUDA mix kernels take at most ", kMaxMixBatch,
+                    " images per call, got ", B, ": split the batch");
+  TORCH_CHECK_VALUE(H * W <= kMaxMixPixels, "the CUDA mix kernels take images of at most ", kMaxMixPixels,
+                    " pixels, got ", H, " x ", W);
+}
+
 std::tuple<at::Tensor, at::Tensor> mix_images_cuda(const at::Tensor& images, const at::Tensor& perm,
                                                    const at::Tensor& lam, const at::Tensor& box,
                                                    const at::Tensor& is_cutmix, const c10::optional<at::Tensor>& offset,
@@ -48,6 +55,7 @@ std::tuple<at::Tensor, at::Tensor> mix_images_cuda(const at::Tensor& images, con
   const c10::cuda::CUDAGuard guard(images.device());
   const MixForward f = prepare_mix_forward(images, perm, lam, box, is_cutmix, offset, flip, mean, std, crop_padding,
                                            reflect, out_dtype, channels_last, mixes);
+  check_mix_sizes(f.params.B, f.params.H, f.params.W);
   check_launch(launch_mix_forward(images.data_ptr(), dtype_of(images.scalar_type()), dtype_of(out_dtype), f.params,
                                   draw_view(f.draw), f.x_clean.data_ptr(), mixes ? f.x_mix.data_ptr() : nullptr,
                                   current_stream()),
@@ -64,6 +72,7 @@ at::Tensor mix_images_backward_cuda(const c10::optional<at::Tensor>& grad_clean,
   const MixBackward g = prepare_mix_backward(grad_clean, grad_mix, perm, lam, box, is_cutmix, offset, flip,
                                              crop_padding, reflect, in_dtype, channels_last);
   const c10::cuda::CUDAGuard guard(g.grad_images.device());
+  check_mix_sizes(g.params.B, g.params.H, g.params.W);
   at::Tensor inv = at::empty({g.params.B}, perm.options());
   const at::Tensor& ref = g.params.has_grad_clean ? g.grad_clean : g.grad_mix;
   check_launch(launch_mix_backward(g.params.has_grad_clean ? g.grad_clean.data_ptr() : nullptr,

@@ -4,14 +4,17 @@
 namespace sem_fast::cuda {
 namespace {
 
-__global__ void fill_kernel(int64_t* out, int64_t n, int64_t value) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = value;
-}
+// One block does both passes, so the inverse is one launch: the -1 fill, a barrier (which makes the
+// block's global writes visible to all its threads), then the scatter. A perm with repeated or
+// out-of-range entries (values are unchecked under torch.compile) leaves -1 holes that the readers
+// turn into NaN; a repeated entry's slot gets any one of its writers.
+constexpr int kInverseThreads = 1024;
 
-// A perm with repeated entries (values are unchecked under torch.compile) makes several threads
-// write one slot: any of them wins, some slots stay -1, and the readers turn -1 into NaN.
-__global__ void scatter_inverse_kernel(const int64_t* perm, int64_t B, int64_t* inv) {
-  for (int64_t b = global_thread(); b < B; b += grid_threads()) {
+__global__ void __launch_bounds__(kInverseThreads) inverse_permutation_kernel(const int64_t* perm, int64_t B,
+                                                                                int64_t* inv) {
+  for (int64_t i = threadIdx.x; i < B; i += kInverseThreads) inv[i] = -1;
+  __syncthreads();
+  for (int64_t b = threadIdx.x; b < B; b += kInverseThreads) {
     const int64_t j = perm[b];
     if (j >= 0 && j < B) inv[j] = b;
   }
@@ -20,8 +23,7 @@ __global__ void scatter_inverse_kernel(const int64_t* perm, int64_t B, int64_t* 
 }  // namespace
 
 cudaError_t launch_inverse_permutation(const int64_t* perm, int64_t B, int64_t* inv, cudaStream_t stream) {
-  fill_kernel<<<grid_for(B), kThreads, 0, stream>>>(inv, B, -1);
-  scatter_inverse_kernel<<<grid_for(B), kThreads, 0, stream>>>(perm, B, inv);
+  inverse_permutation_kernel<<<1, kInverseThreads, 0, stream>>>(perm, B, inv);
   return cudaGetLastError();
 }
 

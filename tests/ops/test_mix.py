@@ -33,7 +33,7 @@ from tests.ops.cases import (
     switch_draw,
     to_device,
 )
-from tests.utils import assert_close, assert_low_precision_close
+from tests.utils import assert_close, assert_low_precision_close, cuda_launches, triton_launches
 
 TOL32 = dict(rtol=1e-5, atol=1e-6)
 #: Half an fp16 ulp at 1 (2**-11): room for one rounding where plain PyTorch happens to be exact.
@@ -88,6 +88,10 @@ CASES = {
     "rgb_32x32_float_channels_last_input": (4, 3, 32, 32, "float_channels_last", None, True),
     "odd_B_7x9_noncontiguous_float_zero_pad": (5, 3, 7, 9, "float_strided", "zeros", True),
     "B1_rgb_32x32_float_reflect": (1, 3, 32, 32, "float", "reflect", True),
+    # Runs of whole vectors (W a multiple of 8): the vector loads and stores of the loader's layout.
+    "rgb_16x24_uint8_channels_last": (3, 3, 16, 24, "uint8", None, True),
+    "rgb_16x24_uint8_channels_last_reflect": (3, 3, 16, 24, "uint8", "reflect", True),
+    "rgba_8x16_uint8_channels_last_zero_pad": (3, 4, 8, 16, "uint8", "zeros", True),
 }
 
 
@@ -315,6 +319,64 @@ def test_double_backward_runs_the_forward_kernel_and_matches_the_reference(backe
 
     for name, fast, truth in zip(("d g_clean", "d g_mix"), second_order(backend.mix_images), second_order(ref.mix_images)):
         assert_close(fast, truth, name=name, **TOL32)
+
+
+def test_forward_is_one_launch_and_backward_two(backend):
+    """The raw ops on every path (uint8 and float input, crop/flip, clean only): the forward is one
+    kernel launch; the backward is the inverse permutation and one gather kernel (one launch
+    without a gradient of x_mix)."""
+    if backend.name == "native" and backend.device.type != "cuda":
+        pytest.skip("the C++ CPU kernels launch nothing")
+
+    def launches(fn) -> int:
+        if backend.name == "native":
+            return cuda_launches(fn).total()
+        with triton_launches() as counted:
+            fn()
+        return counted.total()
+
+    gen = torch.Generator().manual_seed(14)
+    cfg = mix_cfg(3, crop_padding=2, padding_mode="reflect", hflip=True)
+    draw, augment = switch_draw(2, 7, 9, gen), sample_augment(2, cfg, device="cpu", generator=gen)
+    uint8, floats = images("uint8", 2, 3, 7, 9, torch.float32, gen), images("float", 2, 3, 7, 9, torch.float32, gen)
+    grad = torch.randn(2, 3, 7, 9, generator=gen)
+    draw, augment, uint8, floats, grad = to_device(backend.device, draw, augment, uint8, floats, grad)
+    forward, backward = backend.ops.mix_images.default, backend.ops.mix_images_backward.default
+    for args in (
+        mix_op_args(uint8, draw, cfg, augment),
+        mix_op_args(floats, draw, mix_cfg(3, channels_last=False), None),
+        mix_op_args(floats, draw, mix_cfg(3, mix="none"), None),
+    ):
+        assert launches(lambda args=args: forward(*args)) == 1
+    for g_mix, expected in ((grad, 2), (None, 1)):
+        args = (grad, g_mix, *draw, augment.offset, augment.flip, 2, True, torch.float32, True)
+        assert launches(lambda args=args: backward(*args)) == expected
+
+
+#: fp32 NaN bit patterns: the canonical NaN that NVIDIA arithmetic produces (0x7FFFFFFF), payloads
+#: whose low bits are all ones (a round-to-nearest-even on the bits carries them into the sign),
+#: a negative one, a signalling one and the quiet NaN.
+NAN_BITS = [0x7FFFFFFF, -1, 0x7FFF8000, 0x7FFFC000, 0x7F800001, 0x7FC00000]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy, in the interpreter
+def test_nan_inputs_stay_nan_in_bf16_outputs(backend):
+    """A NaN in a float batch is NaN in the bf16 outputs wherever the reference (in fp32) puts
+    one, whatever its payload: x_clean passes the input's bits through the bf16 store unchanged,
+    x_mix after arithmetic."""
+    gen = torch.Generator().manual_seed(13)
+    x = images("float", 4, 3, 7, 9, torch.float32, gen)
+    flat = x.view(-1).view(torch.int32)
+    positions = torch.randperm(flat.numel(), generator=gen)[: 4 * len(NAN_BITS)]
+    flat[positions] = torch.tensor(NAN_BITS, dtype=torch.int32).repeat(4)
+    draw = switch_draw(4, 7, 9, gen)
+    cfg = mix_cfg(3, out_dtype=torch.bfloat16)
+    clean, mixed = backend.mix_images(*to_device(backend.device, x, draw), cfg)
+    truth = ref.mix_images(x, draw, cfg.replace(out_dtype=torch.float32))
+    for name, out, t in zip(("x_clean", "x_mix"), (clean, mixed), truth):
+        assert out.dtype == torch.bfloat16
+        assert torch.equal(out.cpu().isnan(), t.isnan()), f"{name}: NaN lost or made"
+    assert clean.isnan().sum() == len(positions)
 
 
 @settings(max_examples=25, deadline=None, database=None)

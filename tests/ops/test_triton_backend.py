@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from torch._functorch.aot_autograd import aot_function
 from torch._subclasses.functional_tensor import FunctionalTensorMode
 
@@ -22,6 +24,7 @@ from sem_fast.data import load_bundled
 from sem_fast.ops.registry import get_backend
 from sem_fast.ops.schema import SCHEMAS
 from sem_fast.ops.triton import utils as triton_utils
+from sem_fast.ops.triton.utils import cast_to
 from sem_fast.sampling import sample_augment
 from tests.ops.cases import elem_draw, images, mix_op_args, problem, switch_draw, to_device
 from tests.utils import TinyNet, assert_close, set_seed
@@ -349,3 +352,35 @@ def test_inductor_launches_the_loss_kernels_itself_and_cuda_graphs_replay_them()
     for results in (got, *replays):
         for g, e in zip(results, expected):
             assert_close(g, e, **TOL32)
+
+
+@triton.jit
+def _cast_kernel(x_ptr, y_ptr, N: tl.constexpr):
+    offsets = tl.arange(0, N)
+    tl.store(y_ptr + offsets, cast_to(tl.load(x_ptr + offsets), y_ptr.dtype.element_ty))
+
+
+def test_bf16_cast_rounds_to_nearest_even_and_keeps_every_nan():
+    """`cast_to` (every bf16 store of the Triton kernels): round to nearest even like PyTorch on
+    finite values and infinities, NaN for every NaN payload, the canonical 0x7FFFFFFF included."""
+    nan_bits = torch.tensor([0x7FFFFFFF, -1, 0x7FFF8000, 0x7FFFC000, 0x7F800001, 0x7FC00000], dtype=torch.int32)
+    finite = torch.tensor([1.0 + 3 / 256, 1.0 + 1 / 256, 1.0 + 2**-8 + 2**-20, -3.3, 1e-40, 3.4e38, float("inf")])
+    x = torch.cat([finite, nan_bits.view(torch.float32), torch.zeros(3)])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    y = torch.empty(16, dtype=torch.bfloat16, device=device)
+    _cast_kernel[(1,)](x.to(device), y, 16)
+    y = y.cpu()
+    assert y[7:13].isnan().all(), y[7:13].view(torch.int16)
+    finite_too = torch.cat([finite, torch.zeros(3)])
+    assert torch.equal(torch.cat([y[:7], y[13:]]).view(torch.int16), finite_too.to(torch.bfloat16).view(torch.int16))
+
+
+def test_magic_number_division_is_exact_for_every_31_bit_numerator():
+    """`_magic` (and the CUDA kernels' FastDiv, the same numbers): ``(umulhi(n, m) + n) >> s``
+    equals ``n // d`` for 0 <= n < 2**31, checked on small, random and extreme n and d."""
+    gen = torch.Generator().manual_seed(0)
+    n = torch.cat([torch.arange(5000), torch.randint(0, 2**31, (20000,), generator=gen), torch.tensor([2**31 - 1])])
+    for d in [*range(1, 300), 1000, 4095, 4096, 4097, 2**20 + 7, 2**30 + 1, 2**31 - 1]:
+        m, s = triton_mix._magic(d)
+        quotient = (((n * (m & 0xFFFFFFFF)) >> 32) + n) >> s
+        assert torch.equal(quotient, n // d), d

@@ -39,15 +39,23 @@ def num_warps_for(tile: int, per_thread: int) -> int:
     return max(1, min(16, tile // (per_thread * 32)))
 
 
+#: Whether this process's Triton kernels run in the CPU interpreter: decided when the module is
+#: imported, as Triton decides it for `triton.jit` (TRITON_INTERPRET=1).
+_INTERPRETER: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+
+
 @triton.jit
 def cast_to(x, dtype: tl.constexpr):
-    """fp32 ``x`` cast to ``dtype`` with round-to-nearest-even. bf16 is rounded by hand: Triton's
-    CPU interpreter truncates fp32 -> bf16 casts (a GPU's cvt.rn is exact, and the integer
-    rounding below gives the same bits there, so one code path serves both). NaN stays NaN."""
-    if dtype == tl.bfloat16:
+    """fp32 ``x`` cast to ``dtype``, rounding to nearest even; NaN stays NaN. On a GPU this is the
+    native conversion (``cvt.rn.bf16x2.f32`` for bf16: one instruction per two values, NaN to the
+    canonical bf16 NaN). Triton's CPU interpreter truncates fp32 -> bf16, so there bf16 is
+    rounded by hand on the bits; a NaN keeps its sign and top payload bits with the quiet bit set
+    (the integer rounding alone would carry the payload of e.g. ``0x7FFFFFFF`` into the sign)."""
+    if dtype == tl.bfloat16 and _INTERPRETER:
         bits = x.to(tl.uint32, bitcast=True)
-        bits = bits + 0x7FFF + ((bits >> 16) & 1)
-        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        bits = tl.where(x != x, (bits >> 16) | 0x40, rounded)  # noqa: PLR0124 - x != x: x is NaN
+        return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
     return x.to(dtype)
 
 

@@ -352,18 +352,19 @@ def triton_mix_launches(case: MixCase, shape: tuple[int, int, int, int]) -> list
 def triton_loss_launches(B: int, K: int, D: int, dtype: str) -> list[Launch]:
     """The launches of the Triton loss op at ``(B, K, D)``: forward, then backward with the loss's
     gradient alone (every input gradient wanted) and with those of ce and sem (no z_clean
-    gradient). Only the launchers' entry points and their SM-count hook are named here: update
-    them when the loss launchers change."""
+    gradient). Only the launchers' entry points and their device hooks (SM count, the election
+    counter) are named here: update them when the loss launchers change."""
     import torch
 
     from sem_fast.ops.triton import loss
 
     loss._sm_count = lambda device: SM_COUNT
+    loss.election_counter = lambda device: _meta(1, dtype=torch.int32)
     t = getattr(torch, dtype)
     logits, z_mix, z_clean = _meta(B, K, dtype=t), _meta(B, D, dtype=t), _meta(B, D, dtype=t)
     labels, (perm, lam, _, _) = _meta(B, dtype=torch.int64), _draws(B)[0]
-    g, row_stats = _meta(dtype=torch.float32), _meta(B, 2, dtype=torch.float32)
-    inputs = (logits, z_mix, z_clean, labels, perm, lam, row_stats, 1.0, 0.1, True)
+    g, row_stats, inv_perm = _meta(dtype=torch.float32), _meta(B, 2, dtype=torch.float32), _meta(B, dtype=torch.int64)
+    inputs = (logits, z_mix, z_clean, labels, perm, lam, row_stats, inv_perm, 1.0, 0.1, True)
     with recorded_launches() as launches:
         loss.sem_loss_kernel(logits, z_mix, z_clean, labels, perm, lam, 1.0, 0.1, True)
         loss.sem_loss_backward_kernel(g, None, None, *inputs, True, True, True)

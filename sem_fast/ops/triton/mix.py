@@ -443,11 +443,14 @@ class Geometry(NamedTuple):
         return (self.RW, *_magic(self.RW))
 
     def options(self, C: int, W: int) -> dict:
-        """The kernels' tile constexprs and launch options."""
-        return {
-            "C": C, "CP": self.CP, "TH": self.TH, "V": self.V, "FULL_RUNS": W % self.V == 0,
-            "num_warps": self.num_warps, "maxnreg": _GPU_MAXNREG,
-        }  # fmt: skip
+        """The kernels' tile constexprs and launch options: `_GPU_MAXNREG` in eager launches only
+        (a traced launch becomes an Inductor kernel node, whose launch options are Triton's own
+        without maxnreg)."""
+        options = {"C": C, "CP": self.CP, "TH": self.TH, "V": self.V, "FULL_RUNS": W % self.V == 0}
+        options["num_warps"] = self.num_warps
+        if not tracing():
+            options["maxnreg"] = _GPU_MAXNREG
+        return options
 
 
 def geometry(

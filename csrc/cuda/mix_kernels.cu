@@ -178,14 +178,20 @@ __global__ void __launch_bounds__(kRunThreads)
   store_run<out_t, C, V>(mix + out, v);
 }
 
-// The generic forward: any input, dense output in p.out's strides, one thread per pixel.
-struct PixelParams {
+// Sizes and crop of a batch as the generic kernels (one thread per pixel) index it.
+struct Images {
   int B, C, H, W;
   FastDiv cols;  // division by W
+  int pad;
+  bool augment, reflect;
+};
+
+// The generic forward: any input, dense output in out's strides.
+struct PixelParams {
+  Images im;
   int64_t sample_in, sample_out;
   Strides4 in, out;  // c, h, w strides used (index_t arithmetic)
-  int pad;
-  bool augment, reflect, mixes;
+  bool mixes;
   float scale[kMaxNormChannels], bias[kMaxNormChannels];  // uint8 input only
 };
 
@@ -193,16 +199,17 @@ struct PixelParams {
 // image (false in zero padding).
 template <typename index_t>
 __device__ __forceinline__ index_t source_pixel(const PixelParams& p, const Crop& crop, int i, int j, bool& in) {
+  const Images& im = p.im;
   int si = i, sj = j;
   in = true;
-  if (p.augment) {
+  if (im.augment) {
     si = i + crop.row_shift;
     sj = crop.col_base + crop.col_sign * j;
-    if (p.reflect) {
-      si = reflect_index(si, p.H);
-      sj = reflect_index(sj, p.W);
+    if (im.reflect) {
+      si = reflect_index(si, im.H);
+      sj = reflect_index(sj, im.W);
     } else {
-      in = inside(si, p.H) && inside(sj, p.W);
+      in = inside(si, im.H) && inside(sj, im.W);
     }
   }
   return static_cast<index_t>(si) * static_cast<index_t>(p.in.h) + static_cast<index_t>(sj) * static_cast<index_t>(p.in.w);
@@ -212,18 +219,19 @@ template <typename in_t, typename out_t, typename index_t>
 __global__ void __launch_bounds__(kPixelThreads)
     mix_forward_kernel(const in_t* __restrict__ x, const PixelParams p, const DrawView d, out_t* __restrict__ clean,
                        out_t* __restrict__ mix) {
+  const Images& im = p.im;
   const int b = blockIdx.y;
   const int pixel = blockIdx.x * kPixelThreads + threadIdx.x;
-  const int i = p.cols.div(pixel);
-  if (i >= p.H) return;
-  const int j = pixel - i * p.W;
+  const int i = im.cols.div(pixel);
+  if (i >= im.H) return;
+  const int j = pixel - i * im.W;
   const index_t out = static_cast<index_t>(i) * static_cast<index_t>(p.out.h) +
                       static_cast<index_t>(j) * static_cast<index_t>(p.out.w);
   out_t* clean_px = clean + b * p.sample_out + out;
   out_t* mix_px = mix + b * p.sample_out + out;
 
   bool in_own, in_partner = false;
-  const Crop own = crop_of(d, b, p.pad, p.W, p.augment);
+  const Crop own = crop_of(d, b, im.pad, im.W, im.augment);
   const in_t* x_own = x + b * p.sample_in + source_pixel<index_t>(p, own, i, j, in_own);
   const float nan_own = own.ok ? 0.0f : NAN;
   const in_t* x_partner = x;
@@ -231,9 +239,9 @@ __global__ void __launch_bounds__(kPixelThreads)
   bool select = false, take_partner = false;  // CutMix: x_mix is x_clean or the partner's, no blend
   if (p.mixes) {
     int64_t q = d.perm[b];
-    const bool perm_ok = q >= 0 && q < p.B;
+    const bool perm_ok = q >= 0 && q < im.B;
     q = perm_ok ? q : 0;
-    const Crop partner = crop_of(d, q, p.pad, p.W, p.augment);
+    const Crop partner = crop_of(d, q, im.pad, im.W, im.augment);
     x_partner = x + q * p.sample_in + source_pixel<index_t>(p, partner, i, j, in_partner);
     nan_partner = partner.ok ? 0.0f : NAN;
     lam = d.lam[b];
@@ -244,7 +252,7 @@ __global__ void __launch_bounds__(kPixelThreads)
     in_partner = in_partner && (take_partner || !select);  // CutMix reads the partner in the box only
   }
 #pragma unroll 1
-  for (int c = 0; c < p.C; ++c) {
+  for (int c = 0; c < im.C; ++c) {
     const index_t ch = static_cast<index_t>(c) * static_cast<index_t>(p.in.c);
     float scale = 1.0f, bias = -0.0f;  // x * 1 + -0.0 == x, -0.0 included
     if constexpr (std::is_same_v<in_t, uint8_t>) scale = p.scale[c], bias = p.bias[c];
@@ -258,12 +266,10 @@ __global__ void __launch_bounds__(kPixelThreads)
 }
 
 struct GradParams {
-  int B, C, H, W;
-  FastDiv cols;  // division by W
+  Images im;
   int64_t sample_gc, sample_gm, sample_out;
   Strides4 gc, gm, out;  // c, h, w strides used (index_t arithmetic)
-  int pad;
-  bool augment, reflect, has_gc, has_gm;
+  bool has_gc, has_gm;
 };
 
 // Output index k along one axis whose (cropped, flipped) padded source base + sign * k, mirrored by
@@ -282,16 +288,17 @@ template <typename g_t, typename in_t, typename index_t, int kCandidates>
 __global__ void __launch_bounds__(kPixelThreads)
     mix_backward_kernel(const g_t* __restrict__ g_clean, const g_t* __restrict__ g_mix, const GradParams p,
                         const DrawView d, const int64_t* __restrict__ inv, in_t* __restrict__ grad) {
+  const Images& im = p.im;
   const int k = blockIdx.y;
   const int pixel = blockIdx.x * kPixelThreads + threadIdx.x;
-  const int r = p.cols.div(pixel);
-  if (r >= p.H) return;
-  const int s = pixel - r * p.W;
+  const int r = im.cols.div(pixel);
+  if (r >= im.H) return;
+  const int s = pixel - r * im.W;
 
   int64_t m = inv[k];
-  const bool m_ok = m >= 0 && m < p.B;
+  const bool m_ok = m >= 0 && m < im.B;
   m = m_ok ? m : 0;
-  const Crop crop = crop_of(d, k, p.pad, p.W, p.augment);
+  const Crop crop = crop_of(d, k, im.pad, im.W, im.augment);
   const int32_t* box_k = d.box + 4 * k;
   const int32_t* box_m = d.box + 4 * m;
   const bool cut_k = d.is_cutmix[k], cut_m = d.is_cutmix[m];
@@ -306,9 +313,9 @@ __global__ void __launch_bounds__(kPixelThreads)
   for (int n = 0; n < kCandidates; ++n) {
     bool row_ok = true, col_ok = true;
     int i = r, j = s;
-    if (p.augment) {
-      i = preimage(r, crop.row_shift, 1, p.H, n / 3, row_ok);
-      j = preimage(s, crop.col_base, crop.col_sign, p.W, n % 3, col_ok);
+    if (im.augment) {
+      i = preimage(r, crop.row_shift, 1, im.H, n / 3, row_ok);
+      j = preimage(s, crop.col_base, crop.col_sign, im.W, n % 3, col_ok);
     }
     valid[n] = row_ok && col_ok;
     off_gc[n] = static_cast<index_t>(i) * static_cast<index_t>(p.gc.h) + static_cast<index_t>(j) * static_cast<index_t>(p.gc.w);
@@ -325,7 +332,7 @@ __global__ void __launch_bounds__(kPixelThreads)
               static_cast<index_t>(s) * static_cast<index_t>(p.out.w);
   const float nan_k = crop.ok ? -0.0f : NAN;  // acc + -0.0 == acc
 #pragma unroll 1
-  for (int c = 0; c < p.C; ++c) {
+  for (int c = 0; c < im.C; ++c) {
     const index_t c_gc = static_cast<index_t>(c) * static_cast<index_t>(p.gc.c);
     const index_t c_gm = static_cast<index_t>(c) * static_cast<index_t>(p.gm.c);
     float acc = nan_k;
@@ -349,6 +356,26 @@ int64_t sample_span(const Strides4& s, int64_t C, int64_t H, int64_t W) {
 
 constexpr int64_t kInt32Max = 2147483647;
 
+Images images_of(int64_t B, int64_t C, int64_t H, int64_t W, const CropFlip& aug) {
+  const int width = static_cast<int>(W);
+  return {static_cast<int>(B), static_cast<int>(C), static_cast<int>(H), width, make_fast_div(width),
+          static_cast<int>(aug.pad), aug.enabled, aug.reflect};
+}
+
+// Grid of the generic kernels: (pixel blocks, samples).
+dim3 pixel_grid(const Images& im) {
+  return dim3(static_cast<unsigned>((static_cast<int64_t>(im.H) * im.W + kPixelThreads - 1) / kPixelThreads),
+              static_cast<unsigned>(im.B));
+}
+
+// uint8 channel c -> normalized value x * scale + bias, (x / 255 - mean) / std rounded once from
+// double: equal to the reference's fp32 formula within 2 fp32 ulps of the operands (the float32
+// tolerance of tests/ops is 1e-5 relative, 1e-6 absolute).
+void normalization(const MixParams& p, int64_t c, float& scale, float& bias) {
+  scale = static_cast<float>(1.0 / (255.0 * p.std[c]));
+  bias = static_cast<float>(-static_cast<double>(p.mean[c]) / p.std[c]);
+}
+
 // Launches the run kernel for uint8 images when their layout allows it; returns false otherwise.
 template <typename out_t>
 bool launch_run(const uint8_t* x, const MixParams& p, const DrawView& d, out_t* clean, out_t* mix,
@@ -371,12 +398,7 @@ bool launch_run(const uint8_t* x, const MixParams& p, const DrawView& d, out_t* 
   r.row_in = static_cast<int>(p.in.h);
   r.col_in = static_cast<int>(p.in.w);
   r.pad = static_cast<int>(p.aug.pad);
-  for (int64_t c = 0; c < p.C; ++c) {
-    // In double, rounded once: (x / 255 - mean) / std == x * scale + bias within 2 fp32 ulps of the
-    // operands (the float32 tolerance of tests/ops is 1e-5 relative, 1e-6 absolute).
-    r.scale[c] = static_cast<float>(1.0 / (255.0 * p.std[c]));
-    r.bias[c] = static_cast<float>(-static_cast<double>(p.mean[c]) / p.std[c]);
-  }
+  for (int64_t c = 0; c < p.C; ++c) normalization(p, c, r.scale[c], r.bias[c]);
   r.mixes = p.mixes;
   const bool dense = p.in.w == p.C && p.in.h == p.W * p.C && p.in.b % V == 0 &&
                      reinterpret_cast<uintptr_t>(x) % V == 0;
@@ -428,25 +450,14 @@ cudaError_t launch_mix_forward(const void* images, DType in, DType out, const Mi
         if (launch_run<out_t>(x, p, d, clean, mix, stream)) return cudaGetLastError();
       }
       PixelParams g{};
-      g.B = static_cast<int>(p.B);
-      g.C = static_cast<int>(p.C);
-      g.H = static_cast<int>(p.H);
-      g.W = static_cast<int>(p.W);
-      g.cols = make_fast_div(g.W);
+      g.im = images_of(p.B, p.C, p.H, p.W, p.aug);
       g.sample_in = p.in.b;
       g.sample_out = p.out.b;
       g.in = p.in;
       g.out = p.out;
-      g.pad = static_cast<int>(p.aug.pad);
-      g.augment = p.aug.enabled;
-      g.reflect = p.aug.reflect;
       g.mixes = p.mixes;
-      for (int64_t c = 0; p.from_uint8 && c < p.C; ++c) {
-        g.scale[c] = static_cast<float>(1.0 / (255.0 * p.std[c]));
-        g.bias[c] = static_cast<float>(-static_cast<double>(p.mean[c]) / p.std[c]);
-      }
-      const dim3 grid(static_cast<unsigned>((p.H * p.W + kPixelThreads - 1) / kPixelThreads),
-                      static_cast<unsigned>(p.B));
+      for (int64_t c = 0; p.from_uint8 && c < p.C; ++c) normalization(p, c, g.scale[c], g.bias[c]);
+      const dim3 grid = pixel_grid(g.im);
       if (offsets_fit_int32({p.in, p.out}, p.C, p.H, p.W)) {
         mix_forward_kernel<in_t, out_t, int><<<grid, kPixelThreads, 0, stream>>>(x, g, d, clean, mix);
       } else {
@@ -465,26 +476,18 @@ cudaError_t launch_mix_backward(const void* grad_clean, const void* grad_mix, DT
     if (status != cudaSuccess) return status;
   }
   GradParams g{};
-  g.B = static_cast<int>(p.B);
-  g.C = static_cast<int>(p.C);
-  g.H = static_cast<int>(p.H);
-  g.W = static_cast<int>(p.W);
-  g.cols = make_fast_div(g.W);
+  g.im = images_of(p.B, p.C, p.H, p.W, p.aug);
   g.sample_gc = p.grad_clean.b;
   g.sample_gm = p.grad_mix.b;
   g.sample_out = p.grad_in.b;
   g.gc = p.grad_clean;
   g.gm = p.grad_mix;
   g.out = p.grad_in;
-  g.pad = static_cast<int>(p.aug.pad);
-  g.augment = p.aug.enabled;
-  g.reflect = p.aug.reflect;
   g.has_gc = p.has_grad_clean;
   g.has_gm = p.has_grad_mix;
   // Without grad_mix the kernel reads no inverse permutation: point it at perm (any valid array).
   const int64_t* inv = p.has_grad_mix ? inv_scratch : d.perm;
-  const dim3 grid(static_cast<unsigned>((p.H * p.W + kPixelThreads - 1) / kPixelThreads),
-                  static_cast<unsigned>(p.B));
+  const dim3 grid = pixel_grid(g.im);
   const bool int32 = offsets_fit_int32({p.grad_clean, p.grad_mix, p.grad_in}, p.C, p.H, p.W);
   const bool reflect = p.aug.enabled && p.aug.reflect;
   return dispatch_float(grad, [&](auto g_tag) {

@@ -24,14 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_every_variant_compiles_for_sm90_within_its_budget_without_spills():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.static", "--check"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = [sys.executable, "-m", "benchmarks.static", "--check"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
     backends = ["triton", "cuda"] if shutil.which("nvcc") else ["triton"]
     for backend in backends:

@@ -107,6 +107,18 @@ __device__ __forceinline__ void load_run(const uint8_t* __restrict__ xs, const R
   }
 }
 
+// The run of sample k, cropped and flipped by its AugmentDraw, normalized: x * scale + bias per
+// channel (NaN for a crop offset outside [0, 2 * pad]).
+template <int C, int V, int kSource>
+__device__ __forceinline__ void normalized_run(const uint8_t* __restrict__ x, int64_t k, const RunParams& p,
+                                               const DrawView& d, int i, int j0, int o, float (&v)[C * V]) {
+  const Crop crop = crop_of(d, k, p.pad, p.W, kSource >= kZeros);
+  load_run<C, V, kSource>(x + k * p.sample_in, p, crop, i, j0, o, v);
+  const float nan = crop.ok ? 0.0f : NAN;
+#pragma unroll
+  for (int e = 0; e < C * V; ++e) v[e] = fmaf(v[e], p.scale[e % C], p.bias[e % C] + nan);
+}
+
 // 16 bytes of out_t (V values) from floats.
 template <typename out_t>
 __device__ __forceinline__ uint4 pack16(const float* f) {
@@ -133,7 +145,6 @@ __global__ void __launch_bounds__(kRunThreads)
                            out_t* __restrict__ clean, out_t* __restrict__ mix) {
   constexpr int V = 16 / sizeof(out_t);
   constexpr int N = C * V;
-  constexpr bool kAugment = kSource >= kZeros;
   const int b = blockIdx.y;
   const int run = blockIdx.x * kRunThreads + threadIdx.x;
   const int i = p.runs.div(run);
@@ -142,24 +153,16 @@ __global__ void __launch_bounds__(kRunThreads)
   const int o = (i * p.W + j0) * C;  // the run's first element in a dense sample, NHWC
   const int64_t out = static_cast<int64_t>(b) * p.H * p.W * C + o;
 
-  const Crop own = crop_of(d, b, p.pad, p.W, kAugment);
   float v[N];
-  load_run<C, V, kSource>(x + b * p.sample_in, p, own, i, j0, o, v);
-  const float nan_own = own.ok ? 0.0f : NAN;
-#pragma unroll
-  for (int e = 0; e < N; ++e) v[e] = fmaf(v[e], p.scale[e % C], p.bias[e % C] + nan_own);
+  normalized_run<C, V, kSource>(x, b, p, d, i, j0, o, v);
   store_run<out_t, C, V>(clean + out, v);
   if (!p.mixes) return;
 
   int64_t q = d.perm[b];
   const bool perm_ok = q >= 0 && q < p.B;
   q = perm_ok ? q : 0;
-  const Crop partner = crop_of(d, q, p.pad, p.W, kAugment);
   float w[N];
-  load_run<C, V, kSource>(x + q * p.sample_in, p, partner, i, j0, o, w);
-  const float nan_partner = partner.ok ? 0.0f : NAN;
-#pragma unroll
-  for (int e = 0; e < N; ++e) w[e] = fmaf(w[e], p.scale[e % C], p.bias[e % C] + nan_partner);
+  normalized_run<C, V, kSource>(x, q, p, d, i, j0, o, w);
   if (d.is_cutmix[b] && perm_ok) {
     const int32_t* box = d.box + 4 * b;
     const int x0 = box[2], x1 = box[3];

@@ -279,3 +279,34 @@ def shared_data_dir() -> Path | None:
     """The project's shared real-data folder (``<repo>/../shared/data``) when present, else None."""
     path = Path(__file__).resolve().parents[2] / "shared" / "data"
     return path if (path / "README.md").is_file() else None
+
+
+#: MATLAB class and storage type of the numpy dtypes `mat_v5` writes: (mxCLASS, miTYPE).
+_MAT_TYPES = {np.dtype(np.uint8): (9, 2), np.dtype(np.float64): (6, 9)}
+
+
+def mat_v5(variables: dict[str, np.ndarray], *, compressed: bool) -> bytes:
+    """A little-endian MATLAB v5 MAT-file holding ``variables`` (uint8 or float64 arrays), laid
+    out as "MAT-File Format" (MathWorks) describes it; each variable zlib-compressed when
+    ``compressed``. Independent of the reader in `sem_fast.data.matlab`, which it feeds."""
+    import struct
+    import zlib
+
+    def element(kind: int, payload: bytes) -> bytes:
+        return struct.pack("<II", kind, len(payload)) + payload + bytes(-len(payload) % 8)
+
+    out = b"MATLAB 5.0 MAT-file, written by tests/utils.py".ljust(116, b" ") + bytes(8) + b"\x00\x01" + b"IM"
+    for name, array in variables.items():
+        mx_class, mi_type = _MAT_TYPES[array.dtype]
+        matrix = (element(6, struct.pack("<II", mx_class, 0)) + element(5, struct.pack(f"<{array.ndim}i", *array.shape))
+                  + element(1, name.encode()) + element(mi_type, np.asfortranarray(array).tobytes(order="F")))
+        whole = element(14, matrix)
+        out += struct.pack("<II", 15, len(packed := zlib.compress(whole))) + packed if compressed else whole
+    return out
+
+
+def write_svhn_mat(path: Path, images: np.ndarray, labels: list[int], *, compressed: bool = True) -> None:
+    """An SVHN file: ``images (N, H, W, 3)`` uint8 stored as ``X (H, W, 3, N)``, ``labels`` 0-9
+    stored as ``y (N, 1)`` doubles with digit 0 as 10, as published."""
+    y = np.array([[label or 10] for label in labels], dtype=np.float64)
+    path.write_bytes(mat_v5({"X": images.transpose(1, 2, 3, 0), "y": y}, compressed=compressed))

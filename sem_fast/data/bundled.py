@@ -5,13 +5,13 @@ See ``bundled/PROVENANCE.md``: real CIFAR-10 images, JPEG-decoded copies, correc
 
 from __future__ import annotations
 
-import io
 import lzma
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
+
+from sem_fast.data.arrays import check_images, check_labels, read_npz
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 CIFAR10_CLASSES = (
@@ -29,5 +29,7 @@ def load_bundled(split: Literal["train", "test"]) -> tuple[torch.Tensor, torch.T
     path = BUNDLED_DIR / f"cifar10_{split}_subset.npz.xz"
     if not path.is_file():
         raise FileNotFoundError(f"the bundled CIFAR-10 subset is missing: expected {path}")
-    arrays = np.load(io.BytesIO(lzma.decompress(path.read_bytes())))
-    return torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"].astype(np.int64))
+    arrays = read_npz(lzma.decompress(path.read_bytes()), ("x", "y"), name=path)
+    images = check_images(arrays["x"], str(path), "x", side=(32, 32))
+    labels = check_labels(arrays["y"], str(path), "y", count=images.shape[0], num_classes=len(CIFAR10_CLASSES))
+    return torch.from_numpy(images), torch.from_numpy(labels)

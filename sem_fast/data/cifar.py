@@ -11,17 +11,18 @@ import io
 import lzma
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
+from sem_fast.data.arrays import check_images, check_labels, read_npy, read_npz
 from sem_fast.data.datasets import ArrayDataset
 from sem_fast.data.errors import DatasetFormatError, DatasetNotFoundError
 
 CIFAR_SIDE = 32  # CIFAR images are 32x32 RGB
+CIFAR_SHAPE = (CIFAR_SIDE, CIFAR_SIDE)
 CIFAR_ROW = 3 * CIFAR_SIDE * CIFAR_SIDE  # one image in the pickled batches: 3072 bytes, CHW order
 
 # torchvision's layout: folder, file names per split, label key, number of classes.
@@ -30,10 +31,12 @@ _TORCHVISION_LAYOUT = {
                 "labels", 10),
     "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]}, "fine_labels", 100),
 }
-# The only globals a CIFAR batch pickle may reference: numpy's array reconstruction (numpy 1 and 2)
-# and `_codecs.encode`, with which Python 3 writes bytes in protocol-2 pickles.
+# The only globals a CIFAR batch pickle may reference: numpy's array and scalar reconstruction
+# (numpy 1 and 2; a label list may hold numpy integer scalars) and `_codecs.encode`, with which
+# Python 3 writes bytes in protocol-2 pickles.
 _PICKLE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
 }  # fmt: skip
 
@@ -69,7 +72,7 @@ def read_cifar_torchvision(root: str | Path, dataset: Literal["cifar10", "cifar1
                                    hint=f"missing: {', '.join(missing)} (torchvision's python-version layout)")
     images, labels = [], []
     for name in names:
-        x, y = _read_batch(base / name, label_key)
+        x, y = _read_batch(base / name, label_key, num_classes)
         images.append(x)
         labels.append(y)
     x = np.concatenate(images).reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE).transpose(0, 2, 3, 1)
@@ -77,26 +80,29 @@ def read_cifar_torchvision(root: str | Path, dataset: Literal["cifar10", "cifar1
                         torch.from_numpy(np.concatenate(labels)), num_classes)
 
 
-def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled batch: ``data (n, 3072) uint8`` and the labels under ``label_key``."""
+def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch: ``data (n, 3072) uint8`` and the labels under ``label_key``, checked."""
     try:
-        with path.open("rb") as f:
-            batch = _ArrayOnlyUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise DatasetFormatError(path, f"not a readable CIFAR batch pickle (truncated or corrupt?): {err}") from err
+        # Unpickled from memory: a corrupt length field then reads past the end (an error)
+        # instead of asking the file for gigabytes.
+        batch = _ArrayOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except Exception as err:  # noqa: BLE001 - a corrupt pickle raises almost any type (IndexError, MemoryError, ...)
+        raise DatasetFormatError(path, f"not a readable CIFAR batch pickle (truncated or corrupt?): "
+                                       f"{type(err).__name__}: {err}") from None  # fmt: skip
     if not isinstance(batch, dict):
         raise DatasetFormatError(path, f"a CIFAR batch must unpickle to a dict, got {type(batch).__name__}")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or label_key not in batch:
-        raise DatasetFormatError(path, f"a CIFAR batch needs keys 'data' and {label_key!r}, found {sorted(batch)}")
-    data, labels = batch["data"], np.asarray(batch[label_key])
+        raise DatasetFormatError(path, f"a CIFAR batch needs keys 'data' and {label_key!r}, found "
+                                       f"{sorted(map(str, batch))}")  # fmt: skip
+    data = batch["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR_ROW:
         raise DatasetFormatError(path, f"'data' must be a uint8 (n, {CIFAR_ROW}) array, got "
                                        f"{getattr(data, 'dtype', type(data).__name__)} {np.shape(data)}")
-    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetFormatError(path, f"{label_key!r} must hold {data.shape[0]} integer labels, got "
-                                       f"{labels.dtype} {labels.shape}")
-    return data, labels.astype(np.int64)
+    if data.shape[0] == 0:
+        raise DatasetFormatError(path, "'data' holds no images")
+    labels = check_labels(batch[label_key], str(path), repr(label_key), count=data.shape[0], num_classes=num_classes)
+    return data, labels
 
 
 # The compressed arrays of the project's shared data folder: `<stem>.npz.xz` or shards
@@ -105,10 +111,12 @@ NPZ_STEMS = {"train": "cifar10_train", "test": "cifar10_test"}
 NPZ_COUNTS = {"train": 50_000, "test": 10_000}  # CIFAR-10's split sizes: a missing shard shows up here
 
 
-def read_npz_xz(root: str | Path, stem: str, dataset: str, num_classes: int) -> ArrayDataset:
-    """Arrays ``x`` uint8 ``(N, H, W, 3)`` and ``y`` ``(N,)`` from ``root/<stem>.npz.xz`` or from its
-    numbered shards ``root/<stem>.<k>.npz.xz`` (k = 0, 1, ... consecutive), concatenated in order;
-    ``dataset`` names the dataset in errors."""
+def read_npz_xz(
+    root: str | Path, stem: str, dataset: str, num_classes: int, side: tuple[int, int] = CIFAR_SHAPE
+) -> ArrayDataset:
+    """Arrays ``x`` uint8 ``(N, *side, 3)`` and ``y`` ``(N,)`` (labels in ``[0, num_classes)``) from
+    ``root/<stem>.npz.xz`` or from its numbered shards ``root/<stem>.<k>.npz.xz`` (k = 0, 1, ...
+    consecutive), concatenated in order; ``dataset`` names the dataset in errors."""
     root = Path(root)
     single = root / f"{stem}.npz.xz"
     shards = [p for p in root.glob(f"{stem}.*.npz.xz") if re.fullmatch(rf"{re.escape(stem)}\.\d+\.npz\.xz", p.name)]
@@ -126,17 +134,13 @@ def read_npz_xz(root: str | Path, stem: str, dataset: str, num_classes: int) -> 
     xs, ys = [], []
     for path in paths:
         try:
-            with np.load(io.BytesIO(lzma.decompress(path.read_bytes()))) as arrays:
-                x, y = arrays["x"], arrays["y"]
-        except (lzma.LZMAError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+            raw = lzma.decompress(path.read_bytes())
+        except (lzma.LZMAError, EOFError, OSError) as err:
             raise DatasetFormatError(path, f"not a readable xz-compressed .npz (truncated or corrupt?): {err}") from err
-        except KeyError as err:
-            raise DatasetFormatError(path, f"the archive needs arrays 'x' and 'y': {err}") from err
-        if x.dtype != np.uint8 or x.ndim != 4 or y.shape != (x.shape[0],):
-            raise DatasetFormatError(path, f"expected x uint8 (N, H, W, C) and y (N,), got x {x.dtype} {x.shape}, "
-                                           f"y {y.shape}")
+        arrays = read_npz(raw, ("x", "y"), name=path)
+        x = check_images(arrays["x"], str(path), "x", side=side)
         xs.append(x)
-        ys.append(y.astype(np.int64))
+        ys.append(check_labels(arrays["y"], str(path), "y", count=x.shape[0], num_classes=num_classes))
     return ArrayDataset(stem, torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), num_classes)
 
 
@@ -159,19 +163,10 @@ def read_cifar10_1(root: str | Path, split: str = "test", version: str = "v6") -
     names = [f"cifar10.1_{version}_data.npy", f"cifar10.1_{version}_labels.npy"]
     if not all((root / n).is_file() for n in names):
         raise DatasetNotFoundError("cifar10.1", root, names)
-    arrays = []
-    for n in names:
-        try:
-            arrays.append(np.load(root / n, allow_pickle=False))
-        except (ValueError, EOFError, OSError) as err:
-            raise DatasetFormatError(root / n, f"not a readable .npy file (truncated or corrupt?): {err}") from err
-    x, y = arrays
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (CIFAR_SIDE, CIFAR_SIDE, 3):
-        raise DatasetFormatError(root / names[0], f"expected uint8 (N, 32, 32, 3), got {x.dtype} {x.shape}")
-    if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
-        raise DatasetFormatError(root / names[1], f"expected {x.shape[0]} integer labels, got {y.dtype} {y.shape}")
-    return ArrayDataset(f"cifar10.1-{version}", torch.from_numpy(np.ascontiguousarray(x)),
-                        torch.from_numpy(y.astype(np.int64)), 10)
+    x = check_images(read_npy(root / names[0], "images"), str(root / names[0]), "images", side=CIFAR_SHAPE)
+    y = check_labels(read_npy(root / names[1], "labels"), str(root / names[1]), "labels", count=x.shape[0],
+                     num_classes=10)  # fmt: skip
+    return ArrayDataset(f"cifar10.1-{version}", torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), 10)
 
 
 #: CIFAR-10.2 (Lu et al. 2020) as published: one archive holding the test set.
@@ -185,14 +180,7 @@ def read_cifar10_2(root: str | Path, split: str = "test") -> ArrayDataset:
     path = Path(root) / CIFAR10_2_FILE
     if not path.is_file():
         raise DatasetNotFoundError("cifar10.2", root, [CIFAR10_2_FILE])
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            images, labels = archive["images"], archive["labels"]
-    except (KeyError, ValueError, OSError, EOFError) as err:
-        raise DatasetFormatError(path, f"expected an .npz with arrays 'images' and 'labels': {err}") from err
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-        raise DatasetFormatError(path, f"'images' must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetFormatError(path, f"'labels' must hold {images.shape[0]} integers, got {labels.dtype} {labels.shape}")
-    return ArrayDataset("cifar10.2-test", torch.from_numpy(np.ascontiguousarray(images)),
-                        torch.from_numpy(labels.astype(np.int64)), 10)  # fmt: skip
+    arrays = read_npz(path, ("images", "labels"))
+    images = check_images(arrays["images"], str(path), "images", side=CIFAR_SHAPE)
+    labels = check_labels(arrays["labels"], str(path), "labels", count=images.shape[0], num_classes=10)
+    return ArrayDataset("cifar10.2-test", torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), 10)

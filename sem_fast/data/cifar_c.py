@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sem_fast.data.arrays import check_images, check_labels, read_npy
 from sem_fast.data.datasets import ArrayDataset
 from sem_fast.data.errors import DatasetFormatError, DatasetNotFoundError
 
@@ -21,6 +22,7 @@ CIFAR_C_CORRUPTIONS = (
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
 )  # fmt: skip
 CIFAR_C_SEVERITIES = 5
+CIFAR_C_SIDE = (32, 32)  # the published CIFAR-10-C / CIFAR-100-C images
 
 
 def cifar_c_corruptions(folder: str | Path) -> tuple[str, ...]:
@@ -36,29 +38,25 @@ def read_cifar_c(folder: str | Path, corruption: str, severity: int, num_classes
     folder = Path(folder)
     if not 1 <= severity <= CIFAR_C_SEVERITIES:
         raise ValueError(f"severity must be in 1..{CIFAR_C_SEVERITIES}, got {severity}")
-    images = _load_npy(folder / f"{corruption}.npy")
-    labels = _load_npy(folder / "labels.npy")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] % CIFAR_C_SEVERITIES or images.shape[3] != 3:
-        raise DatasetFormatError(folder / f"{corruption}.npy", f"expected uint8 (5 * N, H, W, 3) with the 5 severities "
-                                 f"stacked, got {images.dtype} {images.shape}")  # fmt: skip
-    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetFormatError(folder / "labels.npy", f"expected {images.shape[0]} integer labels (one per image of "
-                                 f"{corruption}.npy), got {labels.dtype} {labels.shape}")  # fmt: skip
+    path, labels_path = folder / f"{corruption}.npy", folder / "labels.npy"
+    images = check_images(_load_npy(path, "images"), str(path), "images", side=CIFAR_C_SIDE)
+    if images.shape[0] % CIFAR_C_SEVERITIES:
+        raise DatasetFormatError(path, f"expected uint8 (5 * N, 32, 32, 3) with the 5 severities stacked, got "
+                                       f"{images.shape[0]} images")  # fmt: skip
+    labels = check_labels(_load_npy(labels_path, "labels"), f"{labels_path} (one label per image of {path.name})",
+                          "labels", count=images.shape[0], num_classes=num_classes)  # fmt: skip
     n = images.shape[0] // CIFAR_C_SEVERITIES
     part = slice((severity - 1) * n, severity * n)
     return ArrayDataset(
         f"{folder.name}-{corruption}-{severity}",
         torch.from_numpy(np.array(images[part])),  # a copy: the memory map is read-only
-        torch.from_numpy(labels[part].astype(np.int64)),
+        torch.from_numpy(labels[part]),
         num_classes,
     )
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _load_npy(path: Path, field: str) -> np.ndarray:
     """Memory-map ``path`` (only the slice used is read)."""
     if not path.is_file():
         raise DatasetNotFoundError("cifar-c", path.parent, [path.name])
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DatasetFormatError(path, f"not a readable .npy file (truncated or corrupt?): {err}") from err
+    return read_npy(path, field, mmap=True)

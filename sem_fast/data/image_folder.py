@@ -116,8 +116,9 @@ def decode_image(path: str, size: int | None, rng: np.random.Generator | None = 
     try:
         with image_module.open(path) as image:
             image = image.convert("RGB")
-    except OSError as err:
-        raise DatasetFormatError(path, f"cannot decode image (truncated or not a JPEG/PNG?): {err}") from err
+    except Exception as err:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... on corrupt files
+        raise DatasetFormatError(path, f"cannot decode image (truncated or not a JPEG/PNG?): "
+                                       f"{type(err).__name__}: {err}") from None  # fmt: skip
     if rng is not None:
         box = _random_resized_crop_box(image.width, image.height, rng)
         image = image.resize((size, size), image_module.BILINEAR, box=box)

@@ -61,7 +61,15 @@ def load_mat(path: str | Path, names: tuple[str, ...] | None = None) -> dict[str
     data reshaped with ``order='F'``) and class dtype (``double`` -> float64, ``uint8`` -> uint8,
     logical -> bool). ``names``: variables that must be present (others are still returned)."""
     path = Path(path)
-    data = path.read_bytes()
+    try:
+        return _load_mat(path, path.read_bytes(), names)
+    except DatasetFormatError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a corrupt file makes numpy/zlib raise almost any type
+        raise DatasetFormatError(path, f"malformed MAT-file (truncated or corrupt?): {type(err).__name__}: {err}") from None
+
+
+def _load_mat(path: Path, data: bytes, names: tuple[str, ...] | None) -> dict[str, np.ndarray]:
     if len(data) < HEADER_BYTES:
         raise DatasetFormatError(path, f"not a MAT-file: {len(data)} bytes, shorter than the 128-byte header")
     order = {b"IM": "<", b"MI": ">"}.get(data[126:128])

@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sem_fast.data.arrays import check_images, check_labels
 from sem_fast.data.datasets import ArrayDataset
 from sem_fast.data.errors import DatasetFormatError, DatasetNotFoundError
 from sem_fast.data.matlab import load_mat
 
 SVHN_SPLITS = ("train", "test", "extra")
 SVHN_ZERO_LABEL = 10  # SVHN labels digit 0 as class 10; we map it to 0 as torchvision does
+SVHN_SIDE = (32, 32)  # the published *_32x32.mat files
 
 
 def read_svhn(root: str | Path, split: str) -> ArrayDataset:
@@ -28,14 +30,10 @@ def read_svhn(root: str | Path, split: str) -> ArrayDataset:
     if not path.is_file():
         raise DatasetNotFoundError("svhn", root, [path.name])
     arrays = load_mat(path, names=("X", "y"))
-    x, y = arrays["X"], arrays["y"]
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[2] != 3:
-        raise DatasetFormatError(path, f"X must be uint8 (H, W, 3, N), got {x.dtype} {x.shape}")
-    if y.size != x.shape[3]:
-        raise DatasetFormatError(path, f"y must hold {x.shape[3]} labels (one per image), got shape {y.shape}")
-    labels = y.reshape(-1).astype(np.int64)
-    if labels.min() < 1 or labels.max() > SVHN_ZERO_LABEL:
-        raise DatasetFormatError(path, f"y must hold labels 1-10, found {labels.min()}..{labels.max()}")
+    x = arrays["X"]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+        raise DatasetFormatError(path, f"X must be uint8 (32, 32, 3, N) images, got {x.dtype} {x.shape}")
+    images = check_images(np.ascontiguousarray(x.transpose(3, 0, 1, 2)), str(path), "X (as N, H, W, C)", side=SVHN_SIDE)
+    labels = check_labels(arrays["y"], str(path), "y", count=images.shape[0], num_classes=10, first=1, floats=True)
     labels[labels == SVHN_ZERO_LABEL] = 0
-    images = np.ascontiguousarray(x.transpose(3, 0, 1, 2))
     return ArrayDataset(f"svhn-{split}", torch.from_numpy(images), torch.from_numpy(labels), 10)

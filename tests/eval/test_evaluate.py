@@ -2,7 +2,6 @@
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,12 @@ from torch import nn
 
 from sem_fast.config import SEMConfig
 from sem_fast.data import factory
-from sem_fast.train import train
-from sem_fast.train.checkpoint import load_checkpoint
 from sem_fast.eval.embedding import equivariance_gap, mixed_features
 from sem_fast.eval.evaluate import evaluate_checkpoint
-from tests.utils import write_image_folder
+from sem_fast.train import train
+from sem_fast.train.checkpoint import load_checkpoint
+from tests.utils import write_image_folder, write_svhn_mat
 
-FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
 #: The crafted model predicts class 3 for every image with softmax probability 27 / (27 + 9) = 0.75.
 CONSTANT_CLASS, CONSTANT_P = 3, 0.75
 MAX_IMAGES = 100  # evaluate the first 100 bundled test images
@@ -55,7 +53,7 @@ def data_root(tmp_path_factory) -> Path:
         np.save(c10c / f"{name}.npy", images[:20])
     # Severity s (4 images each) has s-1 images of class 3 (severity 5 has 4).
     np.save(c10c / "labels.npy", np.array([[3] * min(s, 4) + [0] * (4 - min(s, 4)) for s in range(5)]).ravel())
-    shutil.copy(FIXTURES / "svhn_plain.mat", root / "test_32x32.mat")
+    write_svhn_mat(root / "test_32x32.mat", images[20:27], [1, 0, 3, 0, 5, 9, 2])
     write_image_folder(root / "LSUN" / "test", {"": [images[k] for k in range(5)]})
     return root
 

@@ -11,23 +11,33 @@
 Every `TrainConfig` field is a ``train`` flag (``batch_size`` -> ``--batch-size``); a flag
 overrides the recipe's value. ``python -m sem_fast`` and ``python -m sem_fast.train`` run the same
 command (the latter for ``torchrun -m``).
+
+Errors print one line (``sem-fast train: error: ...``) and, for a bad command line, a hint where
+to look, never the whole usage. SIGTERM stops a command as Ctrl-C does (a run keeps the
+checkpoint of its last finished epoch and says how to continue).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import signal
 import sys
+import threading
 import typing
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from sem_fast.data import DatasetFormatError, DatasetNotFoundError
 from sem_fast.eval.corruptions import CORRUPTIONS, SEVERITIES
 from sem_fast.eval.evaluate import NOISE_IMAGES, evaluate_checkpoint, to_markdown
+from sem_fast.sweep.local import die_with_parent
 from sem_fast.sweep.ray_backend import RayOptions, import_tune
 from sem_fast.sweep.runner import SWEEP_BACKENDS, run_sweep
 from sem_fast.sweep.spec import SweepSpecError, apply_flags, expand, parse_spec, read_spec_file
@@ -38,11 +48,23 @@ from sem_fast.train.distributed import ranks_from_environment
 from sem_fast.train.loop import NonFiniteLossError, train
 from sem_fast.train.progress import format_duration
 from sem_fast.train.recipes import get_recipe, recipe_table
-from sem_fast.train.run_files import CHECKPOINT_NAME, SUMMARY_METRICS, SUMMARY_NAME
+from sem_fast.train.run_files import CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_METRICS, SUMMARY_NAME
+from sem_fast.train.run_lock import DirectoryInUseError
 
 #: Exit status of errors that are not argument errors (argparse uses 2 for those).
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so both stop a command alike."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and a hint, not the usage of every option."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n{self.prog}: hint: `{self.prog} --help` lists the options\n")
 
 
 def _comma_list(kind: type) -> Any:
@@ -82,16 +104,15 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sem-fast", description="Train and evaluate with Semantic Equivariant Mixup (fused SEM steps)."
-    )
+    parser = _Parser(prog="sem-fast", description="Train and evaluate with Semantic Equivariant Mixup (fused SEM steps).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,recipes,sweep}")
 
     train = commands.add_parser("train", help="train a recipe", description="Train a recipe; flags override it.")
     train.add_argument("--recipe", help="recipe name (see `sem-fast recipes`); default: the TrainConfig defaults")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its checkpoint (same recipe and flags, or none)")
-    train.add_argument("--overwrite", action="store_true", help="start over in --out, deleting its checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start over in --out, deleting the earlier run there (checkpoint, metrics, curves, eval/)")
     _add_config_flags(train)
     train.set_defaults(subparser=train)
 
@@ -112,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-embedding", dest="embedding", action="store_false", help="skip the embedding figure")
     ev.add_argument("--max-images", type=int, default=0, help="cap on images per evaluated set (0: all)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the corruption and noise draws")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace an evaluation with other settings (or of another checkpoint) in the output folder")
+    ev.add_argument("--no-progress", dest="progress", action="store_false", help="no progress lines on stderr")
     ev.set_defaults(subparser=ev)
 
     commands.add_parser("recipes", help="list the recipes as a Markdown table")
@@ -124,7 +148,7 @@ def _add_sweep_parser(commands: Any) -> None:
         "sweep", help="run a grid / random search of trainings and tabulate it",
         description="Run every trial of a sweep (skipping finished trials, resuming interrupted ones), then write "
         "results.md/.csv (mean ± std over seeds; rows = methods, columns = dataset / network), trials.csv and "
-        "plot_<field>.png. Flags add to the spec file or replace its keys.",
+        "plot_<field>.png/.svg. Flags add to the spec file or replace its keys.",
     )  # fmt: skip
     sweep.add_argument("spec", nargs="?", help="sweep spec, .toml or .yaml (see examples/sweeps/); optional with flags")
     sweep.add_argument("--out", required=True, help="sweep directory (trials/, results, plots)")
@@ -144,6 +168,11 @@ def _add_sweep_parser(commands: Any) -> None:
     run.add_argument("--backend", choices=SWEEP_BACKENDS, default="local", help="local processes, or Ray Tune")
     run.add_argument("--parallel", type=int, default=1,
                      help="trials at once on this device (local: subprocesses; ray: trials per GPU) [default: 1]")
+    run.add_argument("--threads", type=int,
+                     help="CPU threads of each trial [default: all cores one by one, cores / --parallel packed]; "
+                     "CPU results are bit-identical only at equal thread counts")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace another sweep's results in --out (its trials this spec lacks are deleted)")
     run.add_argument("--dry-run", action="store_true", help="list the trials and their state, run nothing")
     ray = sweep.add_argument_group("ray backend")
     ray.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local one)")
@@ -163,7 +192,11 @@ def _train_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     elif args.resume:
         if "out" not in given:
             parser.error("--resume without --recipe needs --out, the run directory to continue")
-        base = TrainConfig.from_dict(load_checkpoint(Path(given["out"]))["config"])
+        recorded = Path(given["out"]) / CONFIG_NAME  # the run's own configuration, which its checkpoint must match
+        if recorded.is_file():
+            base = TrainConfig.from_dict(json.loads(recorded.read_text()))
+        else:
+            base = TrainConfig.from_dict(load_checkpoint(Path(given["out"]))["config"])
     else:
         base = TrainConfig()
     return base.replace(**given)
@@ -184,9 +217,12 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except NonFiniteLossError as err:
         print(f"sem-fast train: error: {err}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print(f"\nsem-fast train: interrupted; continue with: sem-fast train --resume --out {config.run_dir}",
-              file=sys.stderr)  # fmt: skip
+    except KeyboardInterrupt as err:
+        if (Path(config.run_dir) / CHECKPOINT_NAME).is_file():
+            hint = f"continue with: sem-fast train --resume --out {config.run_dir}"
+        else:
+            hint = "no epoch had finished, so nothing was saved: run the same command again to start over"
+        print(f"\nsem-fast train: {_stopped(err)}; {hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not main_rank:
         return 0
@@ -217,18 +253,25 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for name, low in (("batch_size", 1), ("noise_images", 0), ("max_images", 0)):
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
-    report = evaluate_checkpoint(
-        args.checkpoint, data_root=args.data_root, out=args.out, device=args.device, amp=args.amp,
-        batch_size=args.batch_size, corruptions=args.corruptions, severities=args.severities, ood_folders=folders,
-        noise_images=args.noise_images, embedding=args.embedding, max_images=args.max_images, seed=args.seed,
-    )  # fmt: skip
+    try:
+        report = evaluate_checkpoint(
+            args.checkpoint, data_root=args.data_root, out=args.out, device=args.device, amp=args.amp,
+            batch_size=args.batch_size, corruptions=args.corruptions, severities=args.severities, ood_folders=folders,
+            noise_images=args.noise_images, embedding=args.embedding, max_images=args.max_images, seed=args.seed,
+            overwrite=args.overwrite, progress=args.progress,
+        )  # fmt: skip
+    except KeyboardInterrupt as err:
+        print(f"\nsem-fast eval: {_stopped(err)}; nothing was written (run the command again)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(to_markdown(report))
     return 0
 
 
 def _run_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.parallel < 1:
-        parser.error(f"--parallel must be >= 1, got {args.parallel}")
+    for name in ("parallel", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be >= 1, got {value}")
     source = args.spec or "command line"
     try:
         data = apply_flags(
@@ -246,7 +289,12 @@ def _run_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             print(f"{trial_state(trial):<12} {trial.name}")
         print(f"{len(trials)} trials under {Path(args.out) / 'trials'}")
         return 0
-    report = run_sweep(spec, args.out, backend=args.backend, parallel=args.parallel, ray_options=ray_options)
+    try:
+        report = run_sweep(spec, args.out, backend=args.backend, parallel=args.parallel, threads=args.threads,
+                           ray_options=ray_options, overwrite=args.overwrite)  # fmt: skip
+    except KeyboardInterrupt as err:  # while the results were written: the trials are checkpointed
+        print(f"\nsem-fast sweep: {_stopped(err)}; run the same command again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print((Path(args.out) / "results.md").read_text(), end="")
     print("written: " + ", ".join(str(p) for p in report.files))
     if report.outcomes.interrupted:
@@ -266,15 +314,44 @@ def _ray_options(args: argparse.Namespace) -> RayOptions:
                       reduction_factor=args.asha_reduction_factor)  # fmt: skip
 
 
+def _stopped(err: KeyboardInterrupt) -> str:
+    return "stopped by SIGTERM" if isinstance(err, Terminated) else "interrupted"
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread while the command runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_parent()  # a trial process of a sweep ends with the sweep
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "recipes":
         print(recipe_table())
         return 0
     run = {"train": _run_train, "eval": _run_eval, "sweep": _run_sweep}[args.command]
+
+    def show_warning(message: Warning | str, *rest: object, **kwargs: object) -> None:
+        print(f"sem-fast {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return run(args, args.subparser)
-    except (DatasetNotFoundError, DatasetFormatError, FileNotFoundError, FileExistsError, ValueError) as err:
+        with _sigterm_as_interrupt(), warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return run(args, args.subparser)
+    except (DatasetNotFoundError, DatasetFormatError, FileNotFoundError, FileExistsError, ValueError,
+            DirectoryInUseError, ImportError) as err:  # fmt: skip
         print(f"sem-fast {args.command}: error: {err}", file=sys.stderr)
         return EXIT_FAILURE

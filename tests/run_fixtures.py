@@ -29,8 +29,9 @@ def fast_cpu():
 def tiny_config(tmp_path) -> TrainConfig:
     """The demo recipe shrunk to seconds: width-4 PreActResNet18, 3 epochs of 3 steps of 16
     images, mixup + SEM with crop/flip (so every random stream is used), the test set evaluated
-    after the last epoch only, run directory in tmp_path."""
+    after the last epoch only, no early stop, no learning-curve figures (tests/train/test_curves.py
+    draws them), run directory in tmp_path."""
     return get_recipe("demo").replace(
-        out=str(tmp_path / "run"), width=4, epochs=3, es_epochs=0, batch_size=16, max_steps_per_epoch=3,
-        crop_padding=4, hflip=True, eval_every=3, progress=False,
+        out=str(tmp_path / "run"), width=4, epochs=3, es_fraction=0.0, batch_size=16, max_steps_per_epoch=3,
+        crop_padding=4, hflip=True, eval_every=3, progress=False, plots=False,
     )  # fmt: skip

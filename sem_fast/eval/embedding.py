@@ -5,7 +5,7 @@ mixup at several ratios ``lam`` (``lam = 1``: the clean ``x_i``, ``lam = 0``: th
 ``x_j``). A semantically equivariant encoder maps ``mix(x_i, x_j, lam)`` near
 ``lam * g(x_i) + (1 - lam) * g(x_j)``; `equivariance_gap` measures the distance to that target
 and the figure shows both. The 2-D projection is UMAP when ``umap-learn`` is installed, else
-PCA; the PNG is drawn with Pillow (`sem_fast.figure`, no matplotlib needed).
+PCA; the figure (PNG + SVG) is drawn with matplotlib (`sem_fast.figure`, extra ``plots``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from sem_fast.config import SEMConfig
-from sem_fast.figure import Figure
+from sem_fast.figure import new_figure, save_figure
 from sem_fast.train.inference import prepare
 
 #: Mixing ratios of the figure (``lam`` = weight of class ``a``'s image).
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-# Marker colours from class b (lam = 0, blue) to class a (lam = 1, red).
-_COLOURS = ((31, 119, 180), (23, 190, 207), (140, 140, 140), (255, 127, 14), (214, 39, 40))
+#: Colour map of lam: class b (lam = 0) blue, class a (lam = 1) red, the mixtures in between.
+COLOUR_MAP = "coolwarm"
 
 
 class MixedFeatures(NamedTuple):
@@ -89,20 +89,44 @@ def project_2d(points: torch.Tensor) -> tuple[torch.Tensor, str]:
     return torch.from_numpy(umap.UMAP(n_components=2, random_state=0).fit_transform(x.numpy())).float(), "umap"
 
 
-def save_embedding_png(features: MixedFeatures, path: str | Path, title: str) -> str:
-    """Draw the 2-D projection of mixed features (filled dots) and their equivariant targets
-    (rings) to ``path``; returns the projection method. Needs Pillow."""
+def save_embedding_figure(features: MixedFeatures, stem: Path, class_names: tuple[str, str], title: str) -> str:
+    """Draw the 2-D projection of the mixed features (filled dots) and of their equivariant
+    targets (rings, for 0 < lam < 1), coloured by ``lam``, with a thin line from each mixed
+    feature to its target (its length is the equivariance gap of that pair in the projection),
+    to ``<stem>.png`` / ``.svg``; ``class_names``: classes a (lam = 1) and b (lam = 0). Returns
+    the projection method. Needs matplotlib (extra ``plots``)."""
     L, P, _ = features.mixed.shape
     flat = torch.cat([features.mixed.reshape(L * P, -1), features.targets.reshape(L * P, -1)])
     xy, method = project_2d(flat)
-    lo, hi = xy.min(0).values.tolist(), xy.max(0).values.tolist()
-    legend = [(f"lam={lam:g}", _COLOURS[i % len(_COLOURS)]) for i, lam in enumerate(features.lambdas.tolist())]
-    figure = Figure(f"{title} ({method.upper()}; dots: g(mix), rings: lam*g(a)+(1-lam)*g(b))",
-                    xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), legend=legend)  # fmt: skip
-    for k in range(L * P):
-        colour = _COLOURS[k // P % len(_COLOURS)]
-        figure.dot(*xy[k].tolist(), colour)
-        if 0 < features.lambdas[k // P] < 1:
-            figure.ring(*xy[L * P + k].tolist(), colour)
-    figure.save(path)
+    mixed, targets = xy[: L * P].reshape(L, P, 2), xy[L * P :].reshape(L, P, 2)
+    lambdas = features.lambdas.tolist()
+    fig = new_figure(7.5, 6.0)
+    ax = fig.add_subplot()
+    from matplotlib import colormaps
+
+    cmap = colormaps[COLOUR_MAP]
+    for i, lam in enumerate(lambdas):
+        colour = cmap(lam)
+        if 0 < lam < 1:
+            for (x0, y0), (x1, y1) in zip(mixed[i].tolist(), targets[i].tolist()):
+                ax.plot([x0, x1], [y0, y1], color=colour, linewidth=0.4, alpha=0.5)
+            ax.scatter(targets[i, :, 0], targets[i, :, 1], s=22, facecolors="none", edgecolors=[colour], linewidths=0.9)
+        ax.scatter(mixed[i, :, 0], mixed[i, :, 1], s=10, color=colour, label=_lambda_label(lam, class_names))
+    ax.scatter([], [], s=10, color="0.4", label="dot: g(λ·a + (1−λ)·b), features of the mixed image")
+    ax.scatter([], [], s=22, facecolors="none", edgecolors="0.4",
+               label="ring: λ·g(a) + (1−λ)·g(b), its equivariant target")  # fmt: skip
+    ax.legend(fontsize=7, loc="best", framealpha=0.85)
+    axis = "UMAP" if method == "umap" else "PC"
+    ax.set_xlabel(f"{axis} 1")
+    ax.set_ylabel(f"{axis} 2")
+    ax.set_title(f"{title}\n{method.upper()} of the penultimate features of {P} pairs", fontsize=10)
+    save_figure(fig, stem)
     return method
+
+
+def _lambda_label(lam: float, names: tuple[str, str]) -> str:
+    if lam == 1:
+        return f"λ = 1: clean {names[0]}"
+    if lam == 0:
+        return f"λ = 0: clean {names[1]}"
+    return f"λ = {lam:g}: {lam:g}·{names[0]} + {1 - lam:g}·{names[1]}"

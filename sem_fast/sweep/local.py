@@ -4,20 +4,35 @@
 Packing: small models leave a GPU idle between kernel launches and during the host work of
 each step; several trial processes overlap their launches on one device (each has its own CUDA
 context and stream; CUDA time-slices between them). The CPU threads are split between the
-processes (``OMP_NUM_THREADS`` = cores / ``parallel``), so CPU-bound trials do not oversubscribe
-the host. What packing gains is measured by ``benchmarks/bench_sweep.py``.
+processes (``OMP_NUM_THREADS`` = cores / ``parallel`` unless ``threads`` is given), so CPU-bound
+trials do not oversubscribe the host. What packing gains is measured by
+``benchmarks/bench_sweep.py``.
+
+Threads and numbers: on the CPU, PyTorch's convolution and BatchNorm gradients depend on the
+number of threads (their reductions are split across them; measured: torch 2.13, 1 vs 2 threads
+differ in the last bits, our fused ops do not), so a trial is bit-identical to another run of it
+only at the same thread count (recorded in its ``summary.json``); ``threads`` fixes it.
+
+Lifetime: a trial process ends with the sweep that started it, whichever way the sweep ends
+(Ctrl-C, SIGTERM, SIGKILL): it learns its parent from `PARENT_ENV` and asks the kernel for a
+SIGTERM when that parent dies (`die_with_parent`), which the trainer handles like Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import torch
 
 from sem_fast.sweep.spec import Trial
 from sem_fast.sweep.trials import config_to_argv
@@ -30,6 +45,12 @@ POLL_S = 0.1
 STOP_TIMEOUT_S = 30.0
 #: A trial's output (progress, errors) in parallel mode, in its run directory.
 LOG_NAME = "train.log"
+#: Environment variable naming, to a trial process, the pid of the sweep process that started it.
+PARENT_ENV = "SEM_FAST_SWEEP_PID"
+#: ``prctl`` option: the signal a process gets when its parent dies (Linux, <sys/prctl.h>).
+PR_SET_PDEATHSIG = 1
+#: Seconds between checks of the parent pid where ``prctl`` is missing (macOS).
+PARENT_POLL_S = 1.0
 
 Log = Callable[[str], None]
 #: ``(trial, resume)`` pairs still to run.
@@ -52,9 +73,15 @@ class TrialOutcomes:
             self.resumed.append(trial.name)
 
 
-def run_sequential(pending: Pending, outcomes: TrialOutcomes, log: Log) -> None:
-    """Train each trial in this process, in order; a failing trial is recorded and the sweep
-    goes on; Ctrl-C stops the sweep (the trial's last finished epoch is checkpointed)."""
+def run_sequential(pending: Pending, outcomes: TrialOutcomes, log: Log, threads: int | None = None) -> None:
+    """Train each trial in this process, in order (on ``threads`` CPU threads when given); a
+    failing trial is recorded and the sweep goes on; Ctrl-C stops the sweep (the trial's last
+    finished epoch is checkpointed)."""
+    with _torch_threads(threads):
+        _run_sequential(pending, outcomes, log)
+
+
+def _run_sequential(pending: Pending, outcomes: TrialOutcomes, log: Log) -> None:
     for i, (trial, resume) in enumerate(pending, 1):
         log(f"[{i}/{len(pending)}] {'resuming' if resume else 'training'} {trial.name}")
         try:
@@ -69,11 +96,13 @@ def run_sequential(pending: Pending, outcomes: TrialOutcomes, log: Log) -> None:
         outcomes.done(trial, resume)
 
 
-def run_parallel(pending: Pending, parallel: int, outcomes: TrialOutcomes, log: Log) -> None:
-    """Run up to ``parallel`` trials at once, each a ``sem-fast train`` subprocess writing its
-    output to ``<trial>/train.log``; on Ctrl-C every running trial is asked to stop (SIGINT)."""
-    threads = max(1, _cpu_count() // parallel)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+def run_parallel(pending: Pending, parallel: int, outcomes: TrialOutcomes, log: Log, threads: int | None = None) -> None:
+    """Run up to ``parallel`` trials at once, each a ``sem-fast train`` subprocess on ``threads``
+    CPU threads (default: cores / ``parallel``) writing its output to ``<trial>/train.log``; on
+    Ctrl-C every running trial is asked to stop (SIGINT). The trials die with this process."""
+    threads = threads or max(1, _cpu_count() // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           PARENT_ENV: str(os.getpid())}  # fmt: skip
     queue = deque(pending)
     running: dict[subprocess.Popen, tuple[Trial, bool]] = {}
     started = 0
@@ -119,6 +148,39 @@ def _stop(processes: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def die_with_parent() -> None:
+    """In a trial process started by `run_parallel`: get SIGTERM when the sweep process ends
+    (``prctl(PR_SET_PDEATHSIG)`` on Linux, a watcher thread elsewhere). Does nothing in a process
+    not started by a sweep; the variable is removed, so this process's own children are unaffected."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None:
+        return
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError):  # no prctl: not Linux
+        threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
+    if os.getppid() != int(parent):  # the sweep ended before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _last_line(path: Path) -> str:

@@ -1,30 +1,40 @@
-"""``plot_<field>.png``: the sweep's metric against a swept numeric field (gamma, alpha, ...), one
-line per combination of the other swept values and per table column, mean ± std over seeds
-as error bars. Drawn with Pillow (`sem_fast.figure`)."""
+"""``plot_<field>.png`` / ``.svg``: the sweep's metric against a swept numeric field (gamma,
+alpha, ...), one line per combination of the other swept values and per table column, mean ±
+std over seeds as error bars. Drawn with matplotlib (`sem_fast.figure`, extra ``plots``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sem_fast.figure import PALETTE, Figure, nice_ticks
+from sem_fast.figure import new_figure, save_figure
 from sem_fast.sweep.results import METRIC_TITLES, Cell, column_label, varying_fields
 from sem_fast.sweep.spec import Trial, format_value
 
-#: Up to this many distinct x values are each given a tick; more get round ticks.
+#: Up to this many distinct x values are each given a tick; more get matplotlib's ticks.
 _MAX_VALUE_TICKS = 8
+#: What the usual swept fields mean, for the x-axis label.
+FIELD_LABELS = {
+    "gamma": "γ (weight of the SEM term)",
+    "alpha": "α (mixup's Beta(α, α))",
+    "cutmix_alpha": "CutMix α",
+    "label_smoothing": "label smoothing",
+    "lr": "learning rate",
+    "es_fraction": "early stop (fraction of the epochs)",
+    "train_subset": "training images",
+}
 
 
-def plot_metric(trials: list[Trial], summaries: dict[str, dict[str, Any]], metric: str, field: str, path: Path) -> bool:
-    """Draw ``metric`` against ``field`` over the finished trials to ``path``; False (nothing
-    drawn) when fewer than two values of ``field`` have finished trials."""
+def metric_figure(trials: list[Trial], summaries: dict[str, dict[str, Any]], metric: str, field: str) -> Any:
+    """The figure of ``metric`` against ``field`` over the finished trials (a matplotlib
+    ``Figure``), or None when fewer than two values of ``field`` have finished trials."""
     varying = varying_fields(trials)
     columns = {column_label(t.config) for t in trials}
     others = [k for k in varying if k != field]
     series: dict[str, dict[float, list[float]]] = {}
     for trial in trials:
         summary = summaries.get(trial.name)
-        if summary is None or summary[metric] is None:
+        if summary is None or summary.get(metric) is None:
             continue
         parts = [column_label(trial.config)] if len(columns) > 1 else []
         parts += [f"{k}={format_value(getattr(trial.config, k))}" for k in others]
@@ -33,25 +43,32 @@ def plot_metric(trials: list[Trial], summaries: dict[str, dict[str, Any]], metri
         series.setdefault(label, {}).setdefault(x, []).append(float(summary[metric]))
     xs = sorted({x for points in series.values() for x in points})
     if len(xs) < 2:
-        return False
-    cells = {label: {x: Cell(tuple(v)) for x, v in sorted(points.items())} for label, points in series.items()}
-    lows = [c.mean - (c.std or 0.0) for points in cells.values() for c in points.values()]
-    highs = [c.mean + (c.std or 0.0) for points in cells.values() for c in points.values()]
-    y_ticks = nice_ticks(min(lows), max(highs))
-    x_ticks = xs if len(xs) <= _MAX_VALUE_TICKS else nice_ticks(xs[0], xs[-1])
-    colours = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(cells)}
-    figure = Figure(
-        f"{METRIC_TITLES[metric]} vs {field} (mean ± std over seeds)",
-        xlim=(min(xs[0], x_ticks[0]), max(xs[-1], x_ticks[-1])), ylim=(y_ticks[0], y_ticks[-1]),
-        legend=list(colours.items()), with_axes=True,
-    )  # fmt: skip
-    figure.axes(x_ticks=x_ticks, y_ticks=y_ticks, x_label=field, y_label=metric)
-    for label, points in cells.items():
-        colour = colours[label]
-        figure.polyline([(x, c.mean) for x, c in points.items()], colour)
-        for x, c in points.items():
-            if c.std is not None:
-                figure.error_bar(x, c.mean - c.std, c.mean + c.std, colour)
-            figure.dot(x, c.mean, colour)
-    figure.save(path)
-    return True
+        return None
+    fig = new_figure(6.4, 4.8)
+    ax = fig.add_subplot()
+    seeds = set()
+    for label, points in series.items():
+        cells = [Cell(tuple(points[x])) for x in sorted(points)]
+        seeds |= {c.n for c in cells}
+        ax.errorbar(sorted(points), [c.mean for c in cells], yerr=[c.std or 0.0 for c in cells], marker="o",
+                    markersize=4, capsize=4, linewidth=1.5, label=label)  # fmt: skip
+    if len(xs) <= _MAX_VALUE_TICKS:
+        ax.set_xticks(xs, [format_value(x) for x in xs])
+    ax.set_xlabel(FIELD_LABELS.get(field, field))
+    ax.set_ylabel(METRIC_TITLES[metric])
+    n = "/".join(str(k) for k in sorted(seeds))
+    ax.set_title(f"{METRIC_TITLES[metric].split(' (%)')[0].capitalize()} vs {field}: mean ± std over {n} seed(s)",
+                 fontsize=10)  # fmt: skip
+    ax.grid(True, color="0.92")
+    if len(series) > 1 or label != "all trials":
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_metric(
+    trials: list[Trial], summaries: dict[str, dict[str, Any]], metric: str, field: str, stem: Path
+) -> list[Path]:
+    """Draw `metric_figure` to ``<stem>.png`` and ``.svg``; returns the paths (none when there is
+    nothing to draw)."""
+    fig = metric_figure(trials, summaries, metric, field)
+    return [] if fig is None else save_figure(fig, stem)

@@ -32,7 +32,11 @@ _UNLABELLED = {"seed", "recipe", *RESUMABLE_CHANGES}
 #: The paper's method names of each mixing.
 MIX_NAMES = {"none": "ERM", "mixup": "Mixup", "cutmix": "CutMix", "switch": "Mixup/CutMix"}
 DATA_NAMES = {"c10": "CIFAR-10", "c100": "CIFAR-100", "timagenet": "Tiny-ImageNet", "c10-bundled": "CIFAR-10 subset"}
-METRIC_TITLES = {"final_test_acc": "test accuracy (%) after the last epoch", "best_test_acc": "best test accuracy (%)"}
+METRIC_TITLES = {
+    "final_test_acc": "test accuracy (%) after the last epoch",
+    "best_test_acc": "best test accuracy (%)",
+    "final_val_acc": "validation accuracy (%) after the last epoch",
+}
 
 
 @dataclass(frozen=True)
@@ -86,13 +90,14 @@ def varying_fields(trials: Iterable[Trial]) -> list[str]:
 
 def method_label(config: TrainConfig, varying: list[str]) -> str:
     """The paper's row name (``'Mixup + SEM + ES'``), then the other varying fields that are not
-    columns (``'(alpha=0.2, gamma=0.5)'``; gamma and es_epochs only when the method uses them)."""
+    columns (``'(alpha=0.2, gamma=0.5)'``; gamma and the early stop only when the method uses them)."""
     name = MIX_NAMES[config.mix]
     if config.mix != "none":
-        name += " + SEM" * (config.gamma > 0) + " + ES" * (config.es_epochs > 0)
+        name += " + SEM" * (config.gamma > 0) + " + ES" * (config.early_stop_epochs > 0)
+    unused = ("gamma", "es_epochs", "es_fraction")
     shown = [
         f"{k}={format_value(getattr(config, k))}" for k in varying
-        if k not in COLUMN_FIELDS and k != "mix" and not (k in ("gamma", "es_epochs") and getattr(config, k) == 0)
+        if k not in COLUMN_FIELDS and k != "mix" and not (k in unused and getattr(config, k) == 0)
     ]  # fmt: skip
     return f"{name} ({', '.join(shown)})" if shown else name
 
@@ -111,7 +116,7 @@ def build_table(trials: list[Trial], summaries: dict[str, dict[str, Any]], metri
             labels[group] = (f"{key[0]} [{group}]", key[1])
     values: dict[tuple[str, str], list[float]] = {}
     for trial in trials:
-        if trial.name in summaries and summaries[trial.name][metric] is not None:
+        if trial.name in summaries and summaries[trial.name].get(metric) is not None:
             values.setdefault(labels[trial.group], []).append(float(summaries[trial.name][metric]))
     rows = list(dict.fromkeys(row for row, _ in labels.values()))
     columns = list(dict.fromkeys(column for _, column in labels.values()))
@@ -153,13 +158,14 @@ def write_table_csv(table: ResultsTable, path: Path) -> None:
 def write_trials_csv(
     trials: list[Trial], states: dict[str, str], summaries: dict[str, dict[str, Any]], path: Path
 ) -> None:
-    """One row per trial: name, state, the swept values, seed, both metrics, epochs, time, directory."""
+    """One row per trial: name, state, the swept values, seed, the metrics, epochs, time, the CPU
+    threads it trained on, directory."""
     axes = list(dict.fromkeys(k for t in trials for k in t.axes))
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["trial", "state", *axes, "seed", *SUMMARY_METRICS, "epochs", "train_time_s", "dir"])
+        writer.writerow(["trial", "state", *axes, "seed", *SUMMARY_METRICS, "epochs", "train_time_s", "threads", "dir"])
         for t in trials:
             s = summaries.get(t.name, {})
             writer.writerow([t.name, states[t.name], *(format_value(t.axes[k]) if k in t.axes else "" for k in axes),
                              t.config.seed, *(s.get(m, "") for m in SUMMARY_METRICS), s.get("epochs", ""),
-                             s.get("train_time_s", ""), t.dir])  # fmt: skip
+                             s.get("train_time_s", ""), s.get("threads", ""), t.dir])  # fmt: skip

@@ -19,9 +19,11 @@ SCHEDULES = ("step", "cosine", "onecycle", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 MIXES = ("mixup", "cutmix", "switch", "none")
 #: Fields that may differ between a run and its resumption (they do not change the numbers:
-#: the run directory, the data folder's location, the progress line and compilation). A sweep
-#: leaves them out of a trial's identity.
-RESUMABLE_CHANGES = ("progress", "compile", "out", "data_root")
+#: the run directory, the data folder's location, the progress line, the plots and compilation).
+#: A sweep leaves them out of a trial's identity.
+RESUMABLE_CHANGES = ("progress", "plots", "compile", "out", "data_root")
+#: The seed value of ``data_seed`` that means "the run's ``seed``".
+RUN_SEED = -1
 
 
 def _help(text: str, choices: tuple[str, ...] = ()) -> dict[str, object]:
@@ -49,6 +51,14 @@ class TrainConfig:
     classes: tuple[int, ...] = field(
         default=(), metadata=_help("train on these classes only, e.g. 0,1,2,3,4,5 (the rest become OOD); empty: all")
     )
+    train_subset: float = field(default=0.0, metadata=_help(
+        "train on a class-balanced part of the training split drawn by --data-seed: N images (N/K per class) "
+        "or a fraction (< 1) of every class; 0: all. The test set is always whole"))
+    val_split: float = field(default=0.0, metadata=_help(
+        "hold out this fraction of every class of the training images as a validation set, evaluated with the "
+        "test set (choose hyper-parameters on it, not on the test set); 0: none"))
+    data_seed: int = field(default=RUN_SEED, metadata=_help(
+        "seed of the --train-subset and --val-split draws (-1: the run's --seed)"))
     # Optimization.
     epochs: int = field(default=200, metadata=_help("training epochs (paper: 200)"))
     batch_size: int = field(default=128, metadata=_help("training batch size"))
@@ -66,7 +76,10 @@ class TrainConfig:
     alpha: float = field(default=1.0, metadata=_help("mixup Beta(alpha, alpha) parameter"))
     cutmix_alpha: float = field(default=1.0, metadata=_help("CutMix Beta parameter"))
     gamma: float = field(default=0.0, metadata=_help("SEM weight (0: no SEM term)"))
-    es_epochs: int = field(default=0, metadata=_help("early stop of mixing: train the last N epochs without mixing"))
+    es_fraction: float = field(default=0.0, metadata=_help(
+        "early stop of mixing: train the last round(F * epochs) epochs without mixing (scales with --epochs)"))
+    es_epochs: int = field(default=0, metadata=_help(
+        "early stop of mixing as a number of epochs; when > 0 it replaces --es-fraction"))
     sem_reduction: str = field(default="mean", metadata=_help("SEM distance reduction over features", ("mean", "sum")))
     detach_target: bool = field(default=True, metadata=_help("stop the gradient through the SEM target"))
     label_smoothing: float = field(default=0.0, metadata=_help("label smoothing of the cross-entropy"))
@@ -86,6 +99,8 @@ class TrainConfig:
     eval_every: int = field(default=1, metadata=_help("test-set evaluation every N epochs (and after the last)"))
     max_steps_per_epoch: int = field(default=0, metadata=_help("cap on steps per epoch, for smoke runs (0: none)"))
     progress: bool = field(default=True, metadata=_help("progress bar on stderr"))
+    plots: bool = field(default=True, metadata=_help(
+        "draw the learning curves (curves.png/.svg) after every epoch; needs matplotlib: pip install 'sem_fast[plots]'"))
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -97,7 +112,8 @@ class TrainConfig:
             _integer(name, getattr(self, name), low=1)
         for name in ("es_epochs", "max_steps_per_epoch", "seed"):
             _integer(name, getattr(self, name), low=0)
-        for name in ("nesterov", "progress", "compile", "cuda_graph"):
+        _integer("data_seed", self.data_seed, low=RUN_SEED)
+        for name in ("nesterov", "progress", "plots", "compile", "cuda_graph"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "compile" and value is None):
                 raise ValueError(f"{name} ({_flag(name)}) must be a bool, got {value!r}")
@@ -107,8 +123,18 @@ class TrainConfig:
         if self.es_epochs > self.epochs:
             raise ValueError(
                 f"es_epochs (--es-epochs) must be at most epochs={self.epochs}, got {self.es_epochs} "
-                f"(a recipe's early-stop length does not shrink with --epochs: set --es-epochs too)"
+                f"(or give the early stop as a fraction of the run with --es-fraction)"
             )
+        _number("es_fraction", self.es_fraction, high=1.0)
+        _number("train_subset", self.train_subset)
+        if self.train_subset >= 1 and self.train_subset != int(self.train_subset):
+            raise ValueError(
+                f"train_subset (--train-subset) must be a whole number of images (>= 1) or a fraction (< 1), "
+                f"got {self.train_subset!r}"
+            )
+        _number("val_split", self.val_split)
+        if self.val_split >= 1:
+            raise ValueError(f"val_split (--val-split) must be a fraction in [0, 1), got {self.val_split!r}")
         _number("lr", self.lr, low_open=True)
         _number("lr_decay", self.lr_decay, low_open=True)
         _number("weight_decay", self.weight_decay)
@@ -147,9 +173,27 @@ class TrainConfig:
         """``out``, or ``runs/<recipe>`` when empty."""
         return self.out or f"runs/{self.recipe}"
 
+    @property
+    def early_stop_epochs(self) -> int:
+        """Epochs at the end of the run that train without mixing: ``es_epochs`` when > 0, else
+        ``es_fraction`` of ``epochs``, rounded half up (0 for ERM, which never mixes)."""
+        if self.mix == "none":
+            return 0
+        return self.es_epochs or math.floor(self.es_fraction * self.epochs + 0.5)
+
+    def early_stop_warning(self) -> str | None:
+        """A warning when the early stop leaves mixing (and SEM) fewer than half of the epochs."""
+        es = self.early_stop_epochs
+        if 2 * es <= self.epochs:
+            return None
+        return (
+            f"the early stop covers {es} of the {self.epochs} epochs: only {self.epochs - es} epoch(s) train with "
+            f"{self.mix}{' and SEM' if self.gamma > 0 else ''}; lower --es-epochs / --es-fraction (0: no early stop)"
+        )
+
     def mixing_epoch(self, epoch: int) -> bool:
-        """Whether 0-based ``epoch`` mixes: every epoch but the last ``es_epochs`` (with ``mix != 'none'``)."""
-        return self.mix != "none" and epoch < self.epochs - self.es_epochs
+        """Whether 0-based ``epoch`` mixes: every epoch but the last `early_stop_epochs` (with ``mix != 'none'``)."""
+        return self.mix != "none" and epoch < self.epochs - self.early_stop_epochs
 
     def sem_config(self, *, mixing: bool = True) -> SEMConfig:
         """The `SEMConfig` of the step; ``mixing=False`` gives the early-stop phase (``mix='none'``)."""

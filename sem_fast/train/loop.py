@@ -8,6 +8,7 @@ import json
 import platform
 import random
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
@@ -20,14 +21,15 @@ from torch import nn
 import sem_fast
 from sem_fast import SEMConfig, StepOutput, fused_sem_step
 from sem_fast.draws import AugmentDraw, MixDraw
+from sem_fast.figure import require_matplotlib
 from sem_fast.sampling import sample_step_draws
 from sem_fast.train.build import autocast_dtype, build_model, build_optimizer, build_scheduler, pick_device
 from sem_fast.train.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from sem_fast.train.config import RESUMABLE_CHANGES, TrainConfig
+from sem_fast.train.config import TrainConfig
 from sem_fast.train.cuda_graph import GraphedStep, check_graph_support
+from sem_fast.train.curves import LearningCurves
 from sem_fast.train.distributed import (
     Ranks,
-    barrier,
     gather_objects,
     generator_seed,
     init_process_group,
@@ -39,8 +41,9 @@ from sem_fast.train.distributed import (
 from sem_fast.train.inference import predict
 from sem_fast.train.metrics_log import MetricsLog, json_safe
 from sem_fast.train.progress import ProgressLine
+from sem_fast.train.run_dir import check_resume, open_run_directory
 from sem_fast.train.run_files import CHECKPOINT_NAME, CONFIG_NAME, SUMMARY_NAME
-from sem_fast.train.train_sets import open_loader
+from sem_fast.train.train_sets import open_loader, read_split, subset_and_validation
 
 #: Seconds between host reads of the running statistics (progress line and non-finite check);
 #: on CUDA each read is a sync, so reading at most twice a second keeps the GPU queue full.
@@ -49,6 +52,8 @@ SYNC_INTERVAL_S = 0.5
 #: the training batch; 500 divides the CIFAR test sets).
 EVAL_BATCH_SIZE = 500
 
+#: The evaluation's fields of an epoch record (None on epochs without evaluation or validation split).
+SCORES = ("test_loss", "test_acc", "val_loss", "val_acc")
 #: ``(step_module, images, labels, cfg, draw, augment) -> (loss, ce, sem, hits)``, see `make_batch_forward`.
 BatchForward = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -113,14 +118,19 @@ class StepTotals(NamedTuple):
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; names the epoch, batch and global step."""
+    """The training loss became NaN or infinite; names the epoch, batch and global step, and
+    ``saved_epoch``, the epoch of the run's checkpoint (0: none was written)."""
 
-    def __init__(self, epoch: int, batch: int, batches: int, step: int, values: dict[str, float]) -> None:
-        self.epoch, self.batch, self.step = epoch, batch, step
+    def __init__(
+        self, epoch: int, batch: int, batches: int, step: int, values: dict[str, float], *, saved_epoch: int
+    ) -> None:
+        self.epoch, self.batch, self.step, self.saved_epoch = epoch, batch, step, saved_epoch
         terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        saved = (f"The checkpoint holds epoch {saved_epoch}, the last finished one" if saved_epoch
+                 else "No epoch finished, so no checkpoint was written")  # fmt: skip
         super().__init__(
             f"non-finite loss at epoch {epoch}, batch {batch} of {batches} (optimizer step {step}): {terms}. "
-            f"The checkpoint of the last finished epoch is intact; lower --lr, or use --amp off or bf16."
+            f"{saved}; lower --lr, or use --amp off or bf16."
         )
 
 
@@ -170,11 +180,17 @@ class _Run:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         ts = config.train_set
-        self.train_loader = open_loader(ts, config.data_root, ts.train_split, config.batch_size // ranks.world_size,
-                                        self.device, config.loader, classes=config.classes, train=True,
-                                        seed=config.seed, shard_id=ranks.rank, num_shards=ranks.world_size)
-        self.test_loader = open_loader(ts, config.data_root, ts.test_split, EVAL_BATCH_SIZE, self.device,
-                                       config.loader, classes=config.classes, train=False, seed=config.seed)
+        data_seed = config.seed if config.data_seed < 0 else config.data_seed
+        train_data, val_data = subset_and_validation(read_split(ts, config.data_root, ts.train_split, config.classes),
+                                                     config.train_subset, config.val_split, data_seed)  # fmt: skip
+        test_data = read_split(ts, config.data_root, ts.test_split, config.classes)
+        self.images = {"train": len(train_data), "val": len(val_data) if val_data else 0, "test": len(test_data)}
+        self.train_loader = open_loader(train_data, config.batch_size // ranks.world_size, self.device, config.loader,
+                                        train=True, seed=config.seed, shard_id=ranks.rank, num_shards=ranks.world_size)
+        self.test_loader = open_loader(test_data, EVAL_BATCH_SIZE, self.device, config.loader, train=False,
+                                       seed=config.seed)  # fmt: skip
+        self.val_loader = None if val_data is None else open_loader(val_data, EVAL_BATCH_SIZE, self.device,
+                                                                    config.loader, train=False, seed=config.seed)
         cap = config.max_steps_per_epoch
         self.steps_per_epoch = min(len(self.train_loader), cap) if cap else len(self.train_loader)
         self.optimizer = build_optimizer(config, self.model)
@@ -195,25 +211,9 @@ class _Run:
 
     def _check_resume(self, resume: bool) -> dict[str, Any] | None:
         if not resume:
-            if self.checkpoint_path.exists():
-                raise FileExistsError(
-                    f"{self.checkpoint_path} exists: continue that run with --resume, start it over with "
-                    f"--overwrite, or choose another --out"
-                )
             return None
         checkpoint = load_checkpoint(self.checkpoint_path)
-        saved = TrainConfig.from_dict(checkpoint["config"]).to_dict()
-        now = self.config.to_dict()
-        changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] != saved[k])
-        if changed:
-            diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
-            raise ValueError(f"--resume needs the run's configuration; these differ from {self.checkpoint_path}: {diffs}")
-        saved_world = checkpoint.get("world_size", 1)
-        if saved_world != self.ranks.world_size:
-            raise ValueError(
-                f"{self.checkpoint_path} was written by a run of {saved_world} process(es) (torchrun "
-                f"--nproc_per_node); resume it with the same number, not {self.ranks.world_size}"
-            )
+        check_resume(self.config, checkpoint, self.dir, self.ranks.world_size)
         return checkpoint
 
     def _load(self, checkpoint: dict[str, Any]) -> None:
@@ -237,7 +237,7 @@ class _Run:
             "history": self.history, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "train_loader": self.train_loader.state_dict(), "rng": capture_rng(self.generator),
-            "world_size": self.ranks.world_size,
+            "world_size": self.ranks.world_size, "threads": torch.get_num_threads(),
         }  # fmt: skip
         if self.ranks.distributed:
             state["rank_generators"] = generators
@@ -301,13 +301,18 @@ class _Run:
             loss, ce, sem = bad_values.tolist()
             step = self.epoch * self.steps_per_epoch + batch + 1
             raise NonFiniteLossError(self.epoch + 1, batch + 1, self.steps_per_epoch, step,
-                                     {"loss": loss, "ce": ce, "sem": sem})
+                                     {"loss": loss, "ce": ce, "sem": sem}, saved_epoch=self.epoch)
 
-    def evaluate(self) -> tuple[float, float]:
-        """Clean test ``(cross-entropy, top-1 accuracy %)``."""
-        out = predict(self.model, self.test_loader, self.config.sem_config(mixing=False), amp_dtype=self.amp_dtype)
-        loss = float(F.cross_entropy(out.logits, out.labels))
-        return loss, 100.0 * int((out.logits.argmax(1) == out.labels).sum()) / out.labels.numel()
+    def evaluate(self) -> dict[str, float | None]:
+        """Clean ``test_loss`` / ``val_loss`` (cross-entropy) and ``test_acc`` / ``val_acc`` (top-1 %);
+        the validation values are None without a validation split."""
+        scores: dict[str, float | None] = dict.fromkeys(SCORES)
+        for part, loader in (("test", self.test_loader), ("val", self.val_loader)):
+            if loader is not None:
+                out = predict(self.model, loader, self.config.sem_config(mixing=False), amp_dtype=self.amp_dtype)
+                scores[f"{part}_loss"] = float(F.cross_entropy(out.logits, out.labels))
+                scores[f"{part}_acc"] = 100.0 * int((out.logits.argmax(1) == out.labels).sum()) / out.labels.numel()
+        return scores
 
 
 def train(
@@ -320,12 +325,14 @@ def train(
 ) -> dict[str, Any]:
     """Train ``config`` to the end and return its summary (also written to ``<run dir>/summary.json``).
 
-    Writes ``config.json``, ``metrics.jsonl``/``metrics.csv`` (one record per epoch, see
-    `sem_fast.train.metrics_log.COLUMNS`), TensorBoard events when installed, and
-    ``checkpoint.pt`` after every epoch. ``resume`` continues from that checkpoint and ends with
-    the same numbers as an uninterrupted run; ``overwrite`` starts over in a directory that holds
-    a checkpoint (deleting it). ``on_epoch_end`` is called with each epoch's record
-    after its checkpoint is written. ``stream`` receives the progress line (default stderr).
+    Writes ``config.json`` (``data_root`` resolved to an absolute path), ``metrics.jsonl``/
+    ``metrics.csv`` (one record per epoch, see `sem_fast.train.metrics_log.COLUMNS`), the
+    learning curves ``curves.png``/``.svg`` (with ``config.plots``), TensorBoard events when
+    installed, and ``checkpoint.pt`` after every epoch, holding the directory's lock throughout
+    (`sem_fast.train.run_dir`). ``resume`` continues from that checkpoint and ends with the same
+    numbers as an uninterrupted run; ``overwrite`` starts over, removing everything the earlier
+    run and its evaluation wrote. ``on_epoch_end`` is called with each epoch's record after its
+    checkpoint is written. ``stream`` receives the progress line (default stderr).
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) or in an initialized process group the run is data
     parallel (`sem_fast.train.distributed`): every rank calls `train` with the same arguments,
@@ -334,7 +341,9 @@ def train(
     The process group is joined on the first call and kept for later calls until exit.
 
     Raises `NonFiniteLossError` when the loss becomes NaN/inf, ``FileExistsError`` when the run
-    directory already holds a checkpoint and neither ``resume`` nor ``overwrite`` is set.
+    directory already holds a run and neither ``resume`` nor ``overwrite`` is set,
+    `DirectoryInUseError` when another process trains in it, ``ImportError`` naming the extra
+    when ``config.plots`` is set without matplotlib.
     """
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run, or start it over")
@@ -344,20 +353,33 @@ def train(
             f"batch_size (--batch-size) is the global batch of the {ranks.world_size} DDP processes and must be "
             f"divisible by {ranks.world_size}, got {config.batch_size}"
         )
+    config = config.replace(data_root=str(Path(config.data_root).expanduser().resolve()))
+    if ranks.is_main:
+        if config.plots:
+            require_matplotlib("the learning curves (--no-plots: none)")
+        if (early_stop := config.early_stop_warning()) is not None:
+            warnings.warn(early_stop, stacklevel=2)
     device = pick_device(rank_device(config.device, ranks))
     init_process_group(ranks, device)
-    run_dir = Path(config.run_dir)
-    if ranks.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
-    barrier(ranks)  # the other ranks look for a checkpoint once rank 0 has removed it
+    with open_run_directory(Path(config.run_dir), ranks, resume=resume, overwrite=overwrite):
+        return _train(config, ranks, device, resume, on_epoch_end, stream)
+
+
+def _train(
+    config: TrainConfig,
+    ranks: Ranks,
+    device: torch.device,
+    resume: bool,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None,
+    stream: TextIO | None,
+) -> dict[str, Any]:
     run = _Run(config, ranks, device, resume)
-    if ranks.is_main and not resume:
+    if ranks.is_main:
         (run.dir / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     log = MetricsLog(run.dir, run.history) if ranks.is_main else None
-    progress = ProgressLine(config.epochs, run.steps_per_epoch, stream=stream,
+    progress = ProgressLine(config.epochs, run.steps_per_epoch, stream=stream, first_epoch=run.epoch,
                             enabled=config.progress and ranks.is_main)  # fmt: skip
+    curves = LearningCurves(config, run.dir) if ranks.is_main and config.plots else None
     elapsed = run.history[-1]["elapsed_s"] if run.history else 0.0
     try:
         while run.epoch < config.epochs:
@@ -365,19 +387,20 @@ def train(
             stats = run.train_epoch(progress)
             train_time = time.perf_counter() - started
             last = run.epoch + 1 == config.epochs
-            test_loss = test_acc = None
+            scores = dict.fromkeys(SCORES)
             if (run.epoch + 1) % config.eval_every == 0 or last:
-                test_loss, test_acc = run.evaluate()
+                scores = run.evaluate()
             elapsed += time.perf_counter() - started
             images = run.steps_per_epoch * config.batch_size
             shown = {k: stats[k] for k in ("loss", "ce", "sem", "lr")}
-            suffix = "" if test_acc is None else f"test acc {test_acc:.2f}%"
+            suffix = "  ".join(f"{part} acc {scores[f'{part}_acc']:.2f}%" for part in ("test", "val")
+                               if scores[f"{part}_acc"] is not None)  # fmt: skip
             progress.finish_epoch(run.steps_per_epoch, images, train_time, shown, suffix=suffix)
             record = {
                 "epoch": run.epoch + 1, "step": run.optimizer_steps,
                 "mix": config.mix if config.mixing_epoch(run.epoch) else "none", "lr": stats["lr"],
                 "train_loss": stats["loss"], "train_ce": stats["ce"], "train_sem": stats["sem"],
-                "train_acc": stats["train_acc"], "test_loss": test_loss, "test_acc": test_acc,
+                "train_acc": stats["train_acc"], **scores,
                 "epoch_time_s": train_time, "img_per_s": images / train_time, "elapsed_s": elapsed,
             }  # fmt: skip
             run.epoch += 1
@@ -385,6 +408,8 @@ def train(
             if log is not None:
                 log.append(record)
             run.save()
+            if curves is not None:
+                curves.after_epoch(run.history)
             if on_epoch_end is not None:
                 on_epoch_end(record)
     finally:
@@ -410,12 +435,15 @@ def _summary(run: _Run) -> dict[str, Any]:
         "final_test_acc": final["test_acc"],
         "best_test_acc": best["test_acc"],
         "best_epoch": best["epoch"],
+        "final_val_acc": final.get("val_acc"),
+        "images": run.images,
         "train_time_s": train_time,
         "img_per_s": sum(r["epoch_time_s"] * r["img_per_s"] for r in run.history) / train_time,
         "elapsed_s": final["elapsed_s"],
         "checkpoint": str(run.checkpoint_path),
         "world_size": run.ranks.world_size,
         "device": torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
         "versions": {"sem_fast": sem_fast.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }

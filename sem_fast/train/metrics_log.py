@@ -20,6 +20,8 @@ COLUMNS = (
     "train_acc",  # % of mixed samples classified as their own label, lambda-weighted with the partner's
     "test_loss",  # clean test cross-entropy (empty on epochs without evaluation)
     "test_acc",  # clean test top-1 accuracy, %
+    "val_loss",  # cross-entropy on the validation split (empty without --val-split or evaluation)
+    "val_acc",  # top-1 accuracy on the validation split, %
     "epoch_time_s",  # wall time of the epoch's training steps
     "img_per_s",  # training images per second over the epoch
     "elapsed_s",  # training + evaluation wall time of the run so far (resumes included)

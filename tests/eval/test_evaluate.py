@@ -120,7 +120,8 @@ def test_report_files_json_markdown_and_embedding_png_are_written(report):
     for row in ("| clean |", "| cifar10.1 |", "| CIFAR-10-C |", "| on the fly |", "| svhn |", "| lsun |"):
         assert row in markdown
     with Image.open(report["embedding"]["png"]) as image:
-        assert image.size == (720, 540) and image.mode == "RGB"
+        assert image.size == (1125, 900)  # 7.5 x 6 inches at 150 dpi
+    assert Path(report["embedding"]["png"]).with_suffix(".svg").is_file()
     gaps = report["embedding"]["equivariance_gap"]
     assert gaps["0.0"] == 0.0 and gaps["1.0"] == 0.0 and gaps["0.5"] > 0
 

@@ -118,7 +118,7 @@ def test_log_uniform_draws_are_uniform_in_the_exponent(tmp_path):
         ("s.toml", "[random]\nmix = { uniform = [0, 1] }\n", "s.toml: random.mix: uniform draws numbers; mix is not"),
         ("s.toml", "[fixed]\ngamma = 1\n[grid]\ngamma = [0.0]\n", "s.toml: ['gamma'] set in more than one of fixed"),
         ("s.toml", "seeds = []\n", "s.toml: seeds must be a non-empty list of distinct integers >= 0"),
-        ("s.toml", "metric = 'acc'\n", "s.toml: metric must be one of ('final_test_acc', 'best_test_acc')"),
+        ("s.toml", "metric = 'acc'\n", "s.toml: metric must be one of ('final_test_acc', 'best_test_acc', 'final_val_acc')"),
         ("s.toml", "plot = ['mix']\n", "s.toml: plot.mix: only numeric fields can be an x axis"),
         ("s.toml", "[grid\ngamma = [0.1]\n", "s.toml: not valid TOML"),
         ("s.yaml", "grid:\n  alpha: [1.0]\n  batchsize: [32]\n",

@@ -11,11 +11,12 @@ import statistics
 
 import pytest
 
-from sem_fast.train import loop
 from sem_fast.cli import main
-from sem_fast.figure import PALETTE
 from sem_fast.sweep import load_spec, run_sweep
 from sem_fast.sweep import local as sweep_local
+from sem_fast.sweep.plot import metric_figure
+from sem_fast.sweep.spec import expand
+from sem_fast.train import loop
 
 #: The demo recipe shrunk to a fraction of a second per trial (see tests/train/conftest.py).
 TINY = """
@@ -29,6 +30,7 @@ batch_size = 16
 max_steps_per_epoch = 2
 eval_every = 2
 progress = false
+plots = false
 [grid]
 gamma = [0.0, 1.0]
 alpha = [0.2, 1.0]
@@ -105,17 +107,31 @@ def test_results_table_shows_mean_and_std_over_seeds_per_configuration(swept):
     assert len(trials) == 8 and {t["state"] for t in trials} == {"finished"}
 
 
-@pytest.mark.parametrize("field", ["gamma", "alpha"])
-def test_accuracy_plots_against_gamma_and_alpha_are_drawn(swept, field):
+@pytest.mark.parametrize("field,other", [("gamma", "alpha"), ("alpha", "gamma")])
+def test_accuracy_plots_against_gamma_and_alpha_show_mean_and_std_per_line(swept, field, other):
     from PIL import Image
 
-    _, out, report = swept
-    path = out / f"plot_{field}.png"
-    assert path in report.files
-    with Image.open(path) as image:
-        assert image.size == (720, 540) and image.mode == "RGB"
-        colours = {colour for _, colour in image.getcolors(maxcolors=1 << 16)}
-    assert PALETTE[0] in colours and PALETTE[1] in colours  # one line per value of the other field
+    spec, out, report = swept
+    for fmt in ("png", "svg"):
+        assert out / f"plot_{field}.{fmt}" in report.files
+    with Image.open(out / f"plot_{field}.png") as image:
+        assert image.size == (960, 720)  # 6.4 x 4.8 inches at 150 dpi
+    trials = expand(spec, out)
+    ax = metric_figure(trials, _summaries(out), "final_test_acc", field).axes[0]
+    assert ax.get_xlabel() == {"gamma": "γ (weight of the SEM term)", "alpha": "α (mixup's Beta(α, α))"}[field]
+    assert ax.get_ylabel() == "test accuracy (%) after the last epoch"
+    assert ax.get_title() == f"Test accuracy vs {field}: mean ± std over 2 seed(s)"
+    cells = _expected_cells(out)  # (gamma, alpha) -> accuracies over the seeds
+    series = {bar.get_label(): bar for bar in ax.containers}  # one error-bar line per value of the other field
+    assert sorted(series) == ([f"{other}=0", f"{other}=1"] if other == "gamma" else [f"{other}=0.2", f"{other}=1"])
+    for label, bar in series.items():
+        value = float(label.split("=")[1])
+        xs = list(bar.lines[0].get_xdata())
+        assert xs == ([0.0, 1.0] if field == "gamma" else [0.2, 1.0])
+        values = [cells[(value, x) if other == "gamma" else (x, value)] for x in xs]
+        assert list(bar.lines[0].get_ydata()) == pytest.approx([statistics.fmean(v) for v in values])
+        caps = bar.lines[1][0].get_ydata()  # the lower caps: mean - std
+        assert list(caps) == pytest.approx([statistics.fmean(v) - statistics.stdev(v) for v in values])
 
 
 def test_a_second_run_trains_nothing_and_rewrites_the_same_table(swept, monkeypatch):
@@ -166,7 +182,7 @@ def test_a_failing_trial_is_reported_and_the_others_still_run(tmp_path, monkeypa
 
     def fail_alpha_1(config, *, resume=False):
         if config.alpha == 1.0:
-            raise loop.NonFiniteLossError(1, 1, 2, 1, {"loss": float("nan")})
+            raise loop.NonFiniteLossError(1, 1, 2, 1, {"loss": float("nan")}, saved_epoch=0)
         return real(config, resume=resume)
 
     monkeypatch.setattr(sweep_local, "train", fail_alpha_1)

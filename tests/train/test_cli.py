@@ -53,7 +53,7 @@ def test_subcommand_help_lists_its_flags(command, expected, capsys):
         (["train", "--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
         (["train", "--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
         (["train", "--classes", "0,a"], "argument --classes: expected comma-separated ints"),
-        (["train", "--recipe", "demo", "--epochs", "1"], "set --es-epochs too"),
+        (["train", "--recipe", "demo", "--es-epochs", "20"], "es_epochs (--es-epochs) must be at most epochs=15"),
         (["train", "--resume"], "--resume without --recipe needs --out"),
         (["train", "--resume", "--overwrite", "--out", "x"], "--resume and --overwrite exclude each other"),
         (["eval", "ckpt.pt", "--max-images", "-1"], "--max-images must be >= 0"),

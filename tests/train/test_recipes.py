@@ -1,9 +1,12 @@
-"""Recipes cover the paper's Table 1; `TrainConfig` rejects bad values naming the flag."""
+"""Recipes cover the paper's Table 1; `TrainConfig` rejects bad values naming the flag; the early
+stop scales with the run's length."""
+
+import warnings
 
 import pytest
 
 from sem_fast.train import RECIPES, TrainConfig, get_recipe
-from sem_fast.train.recipes import ES_EPOCHS, SEM_GAMMA, recipe_table
+from sem_fast.train.recipes import ES_FRACTION, SEM_GAMMA, recipe_table
 
 TABLE1_ROWS = ("erm", "mixup", "mixup-sem", "mixup-es", "mixup-sem-es",
                "cutmix", "cutmix-sem", "cutmix-es", "cutmix-sem-es")  # fmt: skip
@@ -18,7 +21,8 @@ def test_every_table1_row_of_a_column_has_a_recipe_with_its_method(net, data):
         assert c.model == ("prn18" if net == "prn18" else "wrn")
         assert c.mix == {"erm": "none", "mixup": "mixup", "cutmix": "cutmix"}[row.split("-")[0]]
         assert c.gamma == (SEM_GAMMA if "sem" in row else 0.0)
-        assert c.es_epochs == (ES_EPOCHS if row.endswith("es") else 0)
+        assert c.es_fraction == (ES_FRACTION if row.endswith("es") else 0) and c.es_epochs == 0
+        assert c.early_stop_epochs == (50 if row.endswith("es") else 0)  # the last lr stage of 200 epochs
 
 
 def test_recipe_list_is_table1_plus_the_demo_and_the_table_lists_each():
@@ -44,6 +48,11 @@ def test_unknown_recipe_error_suggests_the_closest_names():
         ({"lr": float("nan")}, "--lr"),
         ({"epochs": 0}, "--epochs"),
         ({"es_epochs": 300}, "--es-epochs"),
+        ({"es_fraction": 1.5}, "--es-fraction"),
+        ({"train_subset": 100.5}, "--train-subset"),
+        ({"train_subset": -1.0}, "--train-subset"),
+        ({"val_split": 1.0}, "--val-split"),
+        ({"data_seed": -2}, "--data-seed"),
         ({"batch_size": 2.5}, "--batch-size"),
         ({"milestones": (0.75, 0.5)}, "--milestones"),
         ({"milestones": (1.5,)}, "--milestones"),
@@ -78,6 +87,35 @@ def test_mixing_stops_for_exactly_the_last_es_epochs():
     assert [config.mixing_epoch(e) for e in range(10)] == [True] * 7 + [False] * 3
     assert config.sem_config(mixing=False).mix == "none" and config.sem_config().mix == "mixup"
     assert not any(TrainConfig(mix="none").mixing_epoch(e) for e in range(3))
+
+
+@pytest.mark.parametrize("epochs,mixing", [(15, 13), (10, 9), (3, 3), (200, 173)])
+def test_the_demo_early_stop_is_a_fraction_of_the_run(epochs, mixing):
+    """``--recipe demo --set epochs=3`` mixes in every epoch, ``--epochs 10`` in 9 of 10 (it kept
+    2 fixed epochs before: 1 of 3 and 8 of 10 mixed)."""
+    config = get_recipe("demo").replace(epochs=epochs)
+    assert sum(config.mixing_epoch(e) for e in range(epochs)) == mixing
+    assert config.early_stop_warning() is None
+
+
+def test_an_absolute_early_stop_overrides_the_fraction():
+    config = get_recipe("prn18-c10-mixup-es").replace(epochs=40, es_epochs=4)
+    assert config.early_stop_epochs == 4 and get_recipe("prn18-c10-mixup-es").replace(epochs=40).early_stop_epochs == 10
+
+
+def test_an_early_stop_covering_most_of_the_run_is_warned_about(tiny_config):
+    from sem_fast.train import train
+
+    config = tiny_config.replace(epochs=3, es_epochs=2, max_steps_per_epoch=1)
+    assert "the early stop covers 2 of the 3 epochs: only 1 epoch(s) train with mixup and SEM" in (
+        config.early_stop_warning()
+    )
+    with pytest.warns(UserWarning, match="the early stop covers 2 of the 3 epochs"):
+        train(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert config.replace(es_epochs=1).early_stop_warning() is None
+        assert config.replace(mix="none").early_stop_warning() is None  # ERM never mixes
 
 
 def test_class_subset_sets_the_head_size():

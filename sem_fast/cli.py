@@ -338,7 +338,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent()  # a trial process of a sweep ends with the sweep
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the subcommand, whose --help lists what it takes
+        getattr(args, "subparser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "recipes":
         print(recipe_table())
         return 0

@@ -1,13 +1,17 @@
 """Helpers shared by the tests: seeding, comparisons, launch counters, tiny models, the torchvision
-import shim, data helpers."""
+import shim, data helpers, subprocesses for the kill, lock and orphan tests."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
+import subprocess
+import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
 
@@ -310,3 +314,56 @@ def write_svhn_mat(path: Path, images: np.ndarray, labels: list[int], *, compres
     stored as ``y (N, 1)`` doubles with digit 0 as 10, as published."""
     y = np.array([[label or 10] for label in labels], dtype=np.float64)
     path.write_bytes(mat_v5({"X": images.transpose(1, 2, 3, 0), "y": y}, compressed=compressed))
+
+
+# --- processes: the kill, lock and orphan tests ------------------------------------------------
+
+#: Bound on every wait: a ``sem-fast`` subprocess needs ~10 s to import torch and start on the
+#: busy 2-core CI machine; nothing here should take a tenth of this bound.
+TIMEOUT_S = 120.0
+#: One CPU thread per process: on a busy 2-core host each op's thread barrier costs more than the
+#: op (tests/run_fixtures.py), and the trainers started here run side by side.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: A run that trains until it is stopped: the tiny demo (2 steps of 16 images per epoch, 0.1 s),
+#: a constant lr and no early stop, so that it can be resumed with a shorter --epochs.
+ENDLESS_TRAIN = ["--recipe", "demo", "--width", "4", "--batch-size", "16", "--max-steps-per-epoch", "2",
+                 "--eval-every", "100000", "--no-progress", "--no-plots", "--schedule", "constant",
+                 "--es-fraction", "0", "--epochs", "100000"]  # fmt: skip
+
+
+def start_sem_fast(*args: str, log: Path) -> subprocess.Popen:
+    """``python -m sem_fast ARGS`` in the background, its output to ``log``."""
+    with log.open("w") as f:
+        return subprocess.Popen([sys.executable, "-m", "sem_fast", *args], stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=ENV)  # fmt: skip
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (Linux ``/proc``)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while listed
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"

@@ -11,7 +11,7 @@ PCA; the figure (PNG + SVG) is drawn with matplotlib (`sem_fast.figure`, extra `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -90,11 +90,18 @@ def project_2d(points: torch.Tensor) -> tuple[torch.Tensor, str]:
 
 
 def save_embedding_figure(features: MixedFeatures, stem: Path, class_names: tuple[str, str], title: str) -> str:
-    """Draw the 2-D projection of the mixed features (filled dots) and of their equivariant
-    targets (rings, for 0 < lam < 1), coloured by ``lam``, with a thin line from each mixed
-    feature to its target (its length is the equivariance gap of that pair in the projection),
-    to ``<stem>.png`` / ``.svg``; ``class_names``: classes a (lam = 1) and b (lam = 0). Returns
-    the projection method. Needs matplotlib (extra ``plots``)."""
+    """Draw `embedding_figure` to ``<stem>.png`` / ``.svg``; returns the projection method."""
+    fig, method = embedding_figure(features, class_names, title)
+    save_figure(fig, stem)
+    return method
+
+
+def embedding_figure(features: MixedFeatures, class_names: tuple[str, str], title: str) -> tuple[Any, str]:
+    """``(figure, projection method)``: the 2-D projection of the mixed features (filled dots)
+    and of their equivariant targets (rings, for 0 < lam < 1), coloured by ``lam``, with a thin
+    line from each mixed feature to its target (its length is the equivariance gap of that pair
+    in the projection); ``class_names``: classes a (lam = 1) and b (lam = 0). Needs matplotlib
+    (extra ``plots``)."""
     L, P, _ = features.mixed.shape
     flat = torch.cat([features.mixed.reshape(L * P, -1), features.targets.reshape(L * P, -1)])
     xy, method = project_2d(flat)
@@ -120,8 +127,7 @@ def save_embedding_figure(features: MixedFeatures, stem: Path, class_names: tupl
     ax.set_xlabel(f"{axis} 1")
     ax.set_ylabel(f"{axis} 2")
     ax.set_title(f"{title}\n{method.upper()} of the penultimate features of {P} pairs", fontsize=10)
-    save_figure(fig, stem)
-    return method
+    return fig, method
 
 
 def _lambda_label(lam: float, names: tuple[str, str]) -> str:

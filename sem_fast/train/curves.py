@@ -49,8 +49,13 @@ class LearningCurves:
 
 
 def draw_learning_curves(history: list[dict[str, Any]], config: TrainConfig, run_dir: Path) -> list[Path]:
-    """Draw the curves of ``history`` (the run's epoch records) to ``run_dir/curves.png`` and
-    ``.svg``; returns the paths."""
+    """Draw `curves_figure` to ``run_dir/curves.png`` and ``.svg``; returns the paths."""
+    return save_figure(curves_figure(history, config), run_dir / CURVES_STEM)
+
+
+def curves_figure(history: list[dict[str, Any]], config: TrainConfig) -> Any:
+    """The learning curves of ``history`` (the run's epoch records so far), a matplotlib ``Figure``
+    of four panels: losses, SEM term, accuracy, learning rate."""
     fig = new_figure(10.0, 7.0)
     axes = fig.subplots(2, 2, sharex=True).ravel()
     epochs = [r["epoch"] for r in history]
@@ -76,4 +81,4 @@ def draw_learning_curves(history: list[dict[str, Any]], config: TrainConfig, run
         ax.xaxis.get_major_locator().set_params(integer=True)
     method = "ERM" if config.mix == "none" else config.mix + (f" + SEM (γ = {config.gamma:g})" if config.gamma else "")
     fig.suptitle(f"{config.recipe}: {method}, {config.dataset}, {config.model} — epoch {epochs[-1]} of {config.epochs}")
-    return save_figure(fig, run_dir / CURVES_STEM)
+    return fig

@@ -174,3 +174,95 @@ def test_equivariance_gap_is_zero_for_a_linear_encoder_and_positive_for_a_relu_o
             return torch.relu(x - 0.5).mean((2, 3))
 
     assert equivariance_gap(mixed_features(Relu(), images[:8], images[8:16], cfg))[0.5] > 1e-4
+
+
+@pytest.fixture(scope="module")
+def constant_checkpoint(tmp_path_factory) -> Path:
+    from sem_fast.train import get_recipe
+
+    run = tmp_path_factory.mktemp("constant_run")
+    config = get_recipe("demo").replace(out=str(run / "run"), width=4, batch_size=16, progress=False, plots=False)
+    _constant_prediction_checkpoint(config, run / "run" / "checkpoint.pt")
+    return run / "run" / "checkpoint.pt"
+
+
+QUICK = {"corruptions": (), "noise_images": 0, "progress": False}
+
+
+def test_an_evaluation_with_other_settings_is_refused_and_overwrite_replaces_it_whole(constant_checkpoint, tmp_path):
+    from sem_fast.eval.evaluate import EvaluationExistsError
+
+    out = tmp_path / "eval"
+    evaluate_checkpoint(constant_checkpoint, out=out, max_images=MAX_IMAGES, **QUICK)
+    full = (out / "eval.json").read_text()
+    assert (out / "embedding.png").is_file() and (out / "embedding.svg").is_file()
+    with pytest.raises(EvaluationExistsError, match=rf"{out} holds an evaluation with other settings \(embedding: True "
+                                                    rf"there, False now, max_images: 100 there, 50 now\).*--overwrite"):
+        evaluate_checkpoint(constant_checkpoint, out=out, max_images=50, embedding=False, **QUICK)
+    assert (out / "eval.json").read_text() == full  # untouched
+    assert evaluate_checkpoint(constant_checkpoint, out=out, max_images=MAX_IMAGES, **QUICK)["clean"]["images"] == 100
+    small = evaluate_checkpoint(constant_checkpoint, out=out, max_images=50, embedding=False, overwrite=True, **QUICK)
+    assert json.loads((out / "eval.json").read_text()) == small and small["clean"]["images"] == 50
+    assert not (out / "embedding.png").exists() and not (out / "embedding.svg").exists()  # no stale figure
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "eval.md"]
+
+
+def test_an_evaluation_of_another_checkpoint_is_refused(constant_checkpoint, tmp_path):
+    from sem_fast.eval.evaluate import EvaluationExistsError
+
+    other = tmp_path / "other.pt"
+    state = load_checkpoint(constant_checkpoint)
+    state["model"]["fc.bias"] += 1.0
+    torch.save(state, other)
+    evaluate_checkpoint(constant_checkpoint, out=tmp_path / "eval", max_images=20, embedding=False, **QUICK)
+    with pytest.raises(EvaluationExistsError, match="holds an evaluation of another checkpoint"):
+        evaluate_checkpoint(other, out=tmp_path / "eval", max_images=20, embedding=False, **QUICK)
+
+
+def test_an_interrupted_evaluation_leaves_the_earlier_one_whole(constant_checkpoint, tmp_path, monkeypatch):
+    from sem_fast.eval import evaluate
+
+    out = tmp_path / "eval"
+    evaluate_checkpoint(constant_checkpoint, out=out, max_images=MAX_IMAGES, **QUICK)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "save_embedding_figure", interrupted)  # the last stage
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_checkpoint(constant_checkpoint, out=out, max_images=MAX_IMAGES, **QUICK)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary folder left either
+
+
+def test_evaluation_progress_names_each_stage_with_an_eta(constant_checkpoint, tmp_path, capsys):
+    evaluate_checkpoint(constant_checkpoint, out=tmp_path / "eval", max_images=20, embedding=False, corruptions=("contrast",),
+                        severities=(1, 2), noise_images=10)  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()
+    stages = ["clean test set", "on the fly: contrast severity 1", "on the fly: contrast severity 2",
+              "OOD: uniform noise", "OOD: gaussian noise"]  # fmt: skip
+    assert [line.split("] ")[1].split("  ")[0] for line in lines] == stages
+    assert lines[0].startswith("sem-fast eval [1/5] clean test set") and "eta" not in lines[0]
+    assert all(" elapsed  eta " in line for line in lines[1:])
+
+
+def test_the_embedding_figure_names_the_classes_and_tells_features_from_targets():
+    from sem_fast.eval.embedding import embedding_figure
+
+    images = factory.load_bundled("test")[0]
+    features = mixed_features(_LinearEncoder(), images[:8], images[8:16], SEMConfig(channels_last=False))
+    fig, method = embedding_figure(features, ("airplane", "automobile"), "demo: airplane / automobile")
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["λ = 0: clean automobile", "λ = 0.25: 0.25·airplane + 0.75·automobile",
+                      "λ = 0.5: 0.5·airplane + 0.5·automobile", "λ = 0.75: 0.75·airplane + 0.25·automobile",
+                      "λ = 1: clean airplane", "dot: g(λ·a + (1−λ)·b), features of the mixed image",
+                      "ring: λ·g(a) + (1−λ)·g(b), its equivariant target"]  # fmt: skip
+    assert method in ("pca", "umap") and ax.get_xlabel().endswith(" 1") and ax.get_ylabel().endswith(" 2")
+    assert ax.get_title().startswith("demo: airplane / automobile\n")
+    # 5 ratios of 8 mixed features, 3 ratios of 8 targets: one point per feature, at its projection
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 5 * 8 + 3 * 8
+
+
+def test_the_report_names_the_embedding_classes(report):
+    assert report["embedding"]["class_names"] == ["airplane", "automobile"]

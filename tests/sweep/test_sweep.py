@@ -1,7 +1,7 @@
 """``sem-fast sweep`` end to end on tiny trials: a 2x2 grid (gamma x alpha) x 2 seeds runs, its
 table and plots are written, a second run redoes nothing, an interrupted sweep resumes the
-interrupted trial and skips the finished ones, and packed subprocesses give the summaries of
-sequential trials."""
+interrupted trial and skips the finished ones, packed subprocesses give the summaries of
+sequential trials at the same thread count, and a sweep directory holds one sweep."""
 
 from __future__ import annotations
 
@@ -39,10 +39,14 @@ alpha = [0.2, 1.0]
 NOT_NUMBERS = {"epoch_time_s", "img_per_s", "elapsed_s", "train_time_s", "checkpoint", "device"}
 
 
-def _spec(tmp_path, seeds="0, 1"):
+def _write(tmp_path, text):
     path = tmp_path / "spec.toml"
-    path.write_text(TINY.format(seeds=seeds))
-    return load_spec(path)
+    path.write_text(text)
+    return path
+
+
+def _spec(tmp_path, seeds="0, 1"):
+    return load_spec(_write(tmp_path, TINY.format(seeds=seeds)))
 
 
 def _numbers(summary):
@@ -186,18 +190,17 @@ def test_a_failing_trial_is_reported_and_the_others_still_run(tmp_path, monkeypa
         return real(config, resume=resume)
 
     monkeypatch.setattr(sweep_local, "train", fail_alpha_1)
-    path = tmp_path / "spec.toml"
-    path.write_text(TINY.format(seeds="0"))
-    status = main(["sweep", str(path), "--out", str(tmp_path / "out")])
+    status = main(["sweep", str(_write(tmp_path, TINY.format(seeds="0"))), "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert status == 1 and "2 of 4 trials finished" in out and "2 failed" in out
     assert out.count("- failed: `") == 2 and "NonFiniteLossError: non-finite loss at epoch 1" in out
 
 
-def test_packed_subprocesses_give_the_summaries_of_sequential_trials(swept, tmp_path):
-    """Two ``sem-fast train`` processes at once (one CPU thread each, as the sequential trials had)."""
+def test_packed_subprocesses_give_the_summaries_of_sequential_trials_at_the_same_thread_count(swept, tmp_path):
+    """Two ``sem-fast train`` processes at once, one CPU thread each, as the sequential trials had
+    (PyTorch's CPU convolutions and BatchNorm give other bits at another thread count)."""
     _, full_out, _ = swept
-    report = run_sweep(_spec(tmp_path, seeds="0"), tmp_path / "out", parallel=2, log=lambda line: None)
+    report = run_sweep(_spec(tmp_path, seeds="0"), tmp_path / "out", parallel=2, threads=1, log=lambda line: None)
     assert len(report.outcomes.finished) == 4 and not report.outcomes.failed, report.outcomes.failed
     packed, sequential = _summaries(tmp_path / "out"), _summaries(full_out)
     assert len(packed) == 4
@@ -205,3 +208,58 @@ def test_packed_subprocesses_give_the_summaries_of_sequential_trials(swept, tmp_
         assert _numbers(summary) == _numbers(sequential[name]), name
         assert (tmp_path / "out" / "trials" / name / "train.log").is_file()
 
+
+
+def test_each_trial_records_the_cpu_threads_it_trained_on(swept):
+    _, out, _ = swept
+    with (out / "trials.csv").open(newline="") as f:
+        assert {row["threads"] for row in csv.DictReader(f)} == {"1"}  # tests/run_fixtures.py: one thread
+
+
+ONE_SEED_GRID = TINY.format(seeds="0").replace("alpha = [0.2, 1.0]\n", "")  # 2 trials: gamma 0 and 1
+
+
+def test_another_sweep_into_a_sweep_directory_is_refused_and_overwrite_replaces_it(tmp_path):
+    from sem_fast.sweep.runner import SweepExistsError
+    from sem_fast.sweep.spec import parse_spec
+
+    first = _write(tmp_path, ONE_SEED_GRID)
+    out = tmp_path / "out"
+    run_sweep(load_spec(first), out, log=lambda line: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    other = parse_spec({"recipe": "demo", "fixed": load_spec(first).fixed, "grid": {"alpha": [0.2, 1.0]}}, "alpha spec")
+    with pytest.raises(SweepExistsError, match=rf"{out} holds another sweep \(2 trials there, 2 in this spec \(2 new, 2 not "
+                                               r"in it\).*--overwrite"):  # fmt: skip
+        run_sweep(other, out, log=lambda line: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before  # unchanged
+    report = run_sweep(other, out, overwrite=True, log=lambda line: None)
+    assert len(report.outcomes.finished) == 2
+    names = sorted(p.name for p in (out / "trials").iterdir())
+    assert len(names) == 2 and all(name.startswith("alpha=") for name in names)  # the gamma trials are gone
+    assert (out / "plot_alpha.png").is_file() and not (out / "plot_gamma.png").exists()  # no stale plot
+    assert "alpha=0.2" in (out / "results.md").read_text()
+
+
+def test_a_sweep_directory_in_use_by_another_sweep_is_refused(tmp_path):
+    from sem_fast.train.run_lock import DirectoryInUseError, hold_lock
+
+    spec = load_spec(_write(tmp_path, ONE_SEED_GRID))
+    (tmp_path / "out").mkdir()
+    with hold_lock(tmp_path / "out"), pytest.raises(DirectoryInUseError, match=r"out is in use by process \d+"):
+        run_sweep(spec, tmp_path / "out", log=lambda line: None)
+    assert not (tmp_path / "out" / "trials").exists()
+
+
+def test_a_sweep_on_a_training_subset_tabulates_the_validation_accuracy(tmp_path):
+    """Issue 17's study design: gamma chosen on a validation split of a training subset."""
+    from sem_fast.sweep.spec import parse_spec
+
+    fixed = {**load_spec(_write(tmp_path, ONE_SEED_GRID)).fixed, "train_subset": 100.0, "val_split": 0.2}
+    spec = parse_spec({"recipe": "demo", "metric": "final_val_acc", "fixed": fixed, "grid": {"gamma": [0.0, 1.0]}}, "s")
+    report = run_sweep(spec, tmp_path / "out", log=lambda line: None)
+    summaries = _summaries(tmp_path / "out")
+    assert len(report.outcomes.finished) == 2 and all(s["images"]["val"] == 20 for s in summaries.values())
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert markdown.startswith("### Validation accuracy (%) after the last epoch")
+    for s in summaries.values():
+        assert f"{s['final_val_acc']:.2f}" in markdown

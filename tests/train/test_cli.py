@@ -97,3 +97,36 @@ def test_train_then_resume_then_eval_through_the_command(tmp_path, capsys):
     report = json.loads((run / "eval" / "eval.json").read_text())
     assert f"| clean | {report['clean']['accuracy']:.2f} |" in out
     assert report["corruptions"]["per_corruption"]["contrast"]["accuracy_by_severity"][0] >= 0
+
+
+@pytest.mark.parametrize("argv", [["train", "--bogus"], ["train", "--epochs", "x"], ["sweep", "--out", "x", "--parallel", "0"],
+                                  ["eval"]])  # fmt: skip
+def test_a_bad_command_line_prints_one_error_line_and_a_hint_not_the_usage(argv, capsys):
+    status, _, err = _exit(argv, capsys)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 2 and "usage:" not in err
+    command = f"sem-fast {argv[0]}"
+    assert lines[0].startswith(f"{command}: error: ") and lines[1] == f"{command}: hint: `{command} --help` lists the options"
+
+
+def test_warnings_are_one_line_naming_the_command(tmp_path, capsys):
+    status, _, err = _exit(["train", "--recipe", "demo", "--out", str(tmp_path / "run"), *TINY, "--es-epochs", "2",
+                            "--no-progress", "--no-plots"], capsys)  # fmt: skip
+    assert status == 0
+    assert "sem-fast train: warning: the early stop covers 2 of the 2 epochs: only 0 epoch(s) train with mixup" in err
+
+
+def test_a_missing_matplotlib_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    status, _, err = _exit(["train", "--recipe", "demo", "--out", str(tmp_path / "run"), *TINY], capsys)
+    assert status == 1 and "the learning curves (--no-plots: none) needs matplotlib: pip install 'sem_fast[plots]'" in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

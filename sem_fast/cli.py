@@ -231,7 +231,8 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         f"final test accuracy {summary['final_test_acc']:.2f}% (best {summary['best_test_acc']:.2f}% at epoch "
         f"{summary['best_epoch']}), train loss {final['train_loss']:.4f}, {summary['img_per_s']:.0f} img/s, "
         f"{summary['epochs']} epochs in {format_duration(summary['elapsed_s'])}\n"
-        f"run directory {config.run_dir}: {SUMMARY_NAME}, metrics.jsonl, metrics.csv, {CHECKPOINT_NAME}\n"
+        f"run directory {config.run_dir}: {SUMMARY_NAME}, metrics.jsonl, metrics.csv, {CHECKPOINT_NAME}"
+        f"{', curves.png, curves.svg' if config.plots else ''}\n"
         f"evaluate with: sem-fast eval {summary['checkpoint']}"
     )
     return 0

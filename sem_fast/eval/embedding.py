@@ -22,8 +22,10 @@ from sem_fast.train.inference import prepare
 
 #: Mixing ratios of the figure (``lam`` = weight of class ``a``'s image).
 LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-#: Colour map of lam: class b (lam = 0) blue, class a (lam = 1) red, the mixtures in between.
-COLOUR_MAP = "coolwarm"
+#: Colours of lam from 0 (class b, blue) to 1 (class a, red), at equal steps (the ratios of
+#: `LAMBDAS` get one each) and blended in between: distinct hues that all show on white (a plain
+#: blue-red blend made the mixtures three similar purples, coolwarm's middle is near-white).
+COLOURS = ("tab:blue", "tab:cyan", "tab:purple", "tab:orange", "tab:red")
 
 
 class MixedFeatures(NamedTuple):
@@ -109,20 +111,20 @@ def embedding_figure(features: MixedFeatures, class_names: tuple[str, str], titl
     lambdas = features.lambdas.tolist()
     fig = new_figure(7.5, 6.0)
     ax = fig.add_subplot()
-    from matplotlib import colormaps
+    from matplotlib.colors import LinearSegmentedColormap
 
-    cmap = colormaps[COLOUR_MAP]
+    cmap = LinearSegmentedColormap.from_list("lambda", COLOURS)
     for i, lam in enumerate(lambdas):
         colour = cmap(lam)
         if 0 < lam < 1:
             for (x0, y0), (x1, y1) in zip(mixed[i].tolist(), targets[i].tolist()):
-                ax.plot([x0, x1], [y0, y1], color=colour, linewidth=0.4, alpha=0.5)
+                ax.plot([x0, x1], [y0, y1], color=colour, linewidth=0.4, alpha=0.35)
             ax.scatter(targets[i, :, 0], targets[i, :, 1], s=22, facecolors="none", edgecolors=[colour], linewidths=0.9)
         ax.scatter(mixed[i, :, 0], mixed[i, :, 1], s=10, color=colour, label=_lambda_label(lam, class_names))
     ax.scatter([], [], s=10, color="0.4", label="dot: g(λ·a + (1−λ)·b), features of the mixed image")
     ax.scatter([], [], s=22, facecolors="none", edgecolors="0.4",
                label="ring: λ·g(a) + (1−λ)·g(b), its equivariant target")  # fmt: skip
-    ax.legend(fontsize=7, loc="best", framealpha=0.85)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=2, frameon=False)
     axis = "UMAP" if method == "umap" else "PC"
     ax.set_xlabel(f"{axis} 1")
     ax.set_ylabel(f"{axis} 2")

@@ -453,7 +453,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     emb = report.get("embedding")
     if emb:
         gaps = ", ".join(f"lam={k}: {v:.3f}" for k, v in emb["equivariance_gap"].items())
-        caption = f"Embedding ({emb['method']}, {emb['pairs']} pairs of classes {emb['classes']}): `{emb['png']}`"
+        names = " and ".join(emb.get("class_names", map(str, emb["classes"])))
+        caption = f"Embedding ({emb['method']}, {emb['pairs']} pairs of {names}): `{emb['png']}`"
         lines += ["", f"{caption}; equivariance gap {gaps}"]
     if report["skipped"]:
         lines += ["", "Not evaluated:"] + [f"- {k}: {v}" for k, v in report["skipped"].items()]

@@ -13,6 +13,9 @@ from sem_fast.sweep.spec import Trial, format_value
 
 #: Up to this many distinct x values are each given a tick; more get matplotlib's ticks.
 _MAX_VALUE_TICKS = 8
+#: Horizontal shift between the lines, in points: the error bars of lines at the same x values
+#: would hide each other (the data keep their exact x; only the drawing moves).
+_DODGE_PT = 5.0
 #: What the usual swept fields mean, for the x-axis label.
 FIELD_LABELS = {
     "gamma": "γ (weight of the SEM term)",
@@ -44,14 +47,20 @@ def metric_figure(trials: list[Trial], summaries: dict[str, dict[str, Any]], met
     xs = sorted({x for points in series.values() for x in points})
     if len(xs) < 2:
         return None
+    from matplotlib.transforms import ScaledTranslation
+
     fig = new_figure(6.4, 4.8)
     ax = fig.add_subplot()
     seeds = set()
-    for label, points in series.items():
+    for i, (label, points) in enumerate(series.items()):
         cells = [Cell(tuple(points[x])) for x in sorted(points)]
         seeds |= {c.n for c in cells}
-        ax.errorbar(sorted(points), [c.mean for c in cells], yerr=[c.std or 0.0 for c in cells], marker="o",
-                    markersize=4, capsize=4, linewidth=1.5, label=label)  # fmt: skip
+        shift = ScaledTranslation((i - (len(series) - 1) / 2) * _DODGE_PT / 72, 0, fig.dpi_scale_trans)
+        xs_, means, stds = sorted(points), [c.mean for c in cells], [c.std or 0.0 for c in cells]
+        ax.errorbar(xs_, means, yerr=stds, marker="o", markersize=4, capsize=4, linewidth=1.5, label=label,
+                    transform=ax.transData + shift)  # fmt: skip
+        ax.update_datalim([(x, m + sign * d) for x, m, d in zip(xs_, means, stds) for sign in (-1, 1)])
+    ax.autoscale_view()  # from the data: the shifted drawings do not autoscale
     if len(xs) <= _MAX_VALUE_TICKS:
         ax.set_xticks(xs, [format_value(x) for x in xs])
     ax.set_xlabel(FIELD_LABELS.get(field, field))

@@ -17,7 +17,9 @@ A checkpoint is a dict saved with `torch.save` (loadable with ``weights_only=Tru
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +77,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no checkpoint at {path} (a run directory holds {CHECKPOINT_NAME})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or foreign files
-        raise ValueError(f"{path} is not a readable sem_fast checkpoint: {err}") from err
+    except Exception as err:  # noqa: BLE001 - torch raises many types for corrupt or foreign files
+        raise ValueError(f"{path} is not a readable sem_fast checkpoint: {_why_unreadable(err)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not a sem_fast training checkpoint (format {FORMAT!r}), found {found!r}")
     return state
+
+
+def _why_unreadable(err: Exception) -> str:
+    """Our reason for a failed ``torch.load``, instead of torch's text (which suggests loading the
+    file with ``weights_only=False``, i.e. running whatever code it holds)."""
+    if isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        if found:
+            return (f"it holds a Python object of type {found.group(1)} (a pickled model or class?), which "
+                    f"sem_fast never loads: checkpoints are read without running code and hold only tensors "
+                    f"and plain containers, as `sem-fast train` writes them")  # fmt: skip
+        return "it is truncated or not a file written by torch.save"
+    return f"it is truncated or not a file written by torch.save ({type(err).__name__}: {str(err).splitlines()[0]})"

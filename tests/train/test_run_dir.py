@@ -142,3 +142,18 @@ def test_the_thread_count_is_recorded_and_a_change_on_resume_is_warned_about(tin
     finally:
         torch.set_num_threads(1)
     assert summary["threads"] == 2
+
+
+@pytest.mark.parametrize("content", ["model", "garbage"])
+def test_an_unloadable_checkpoint_gets_our_message_never_a_hint_to_load_it_unsafely(content, tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    if content == "model":
+        torch.save(torch.nn.Linear(2, 2), path)
+    else:
+        path.write_bytes(b"\x80\x02garbage" * 10)
+    status = main(["eval", str(path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1 and f"{path} is not a readable sem_fast checkpoint: it " in err
+    if content == "model":
+        assert "holds a Python object of type torch.nn.modules.linear.Linear" in err
+    assert "weights_only" not in err and "trust" not in err and len(err.strip().splitlines()) == 1

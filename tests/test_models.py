@@ -33,7 +33,7 @@ def test_forward_is_classify_of_encode_and_head_is_linear():
     model = PreActResNet18(num_classes=5, width=8).eval()
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(model(x), model.classify(model.encode(x)))
-    assert isinstance(model.fc, nn.Linear)
+    assert isinstance(model.head, nn.Linear)
 
 
 def test_wide_resnet_rejects_bad_depth():

@@ -20,6 +20,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sem_fast.models.linear_head import LinearHeadNet
+
 
 def set_seed(seed: int = 0) -> None:
     """Seed python, numpy and torch (CPU and CUDA)."""
@@ -215,34 +217,24 @@ def train_interrupted_then_resumed(config) -> dict:
     raise AssertionError(f"{config.run_dir} ran to the end: it has a single epoch")
 
 
-class TinyNet(torch.nn.Module):
+class TinyNet(LinearHeadNet):
     """A small conv net with the ``encode``/``classify`` split, counting its encode calls.
 
     ``encode``: conv3x3(C -> width) - BN - ReLU - global average pool -> ``(B, width)``;
-    ``classify``: linear ``width -> num_classes``, which ``num_classes`` reports (as the models of
-    `sem_fast.models` do). ``calls`` records, per ``encode`` call, whether grad mode was on.
+    ``classify``: the linear head ``width -> num_classes`` (`LinearHeadNet`, as the models of
+    `sem_fast.models`). ``calls`` records, per ``encode`` call, whether grad mode was on.
     """
 
     def __init__(self, in_channels: int = 3, width: int = 8, num_classes: int = 10) -> None:
         super().__init__()
         self.conv = torch.nn.Conv2d(in_channels, width, 3, padding=1)
         self.bn = torch.nn.BatchNorm2d(width)
-        self.fc = torch.nn.Linear(width, num_classes)
+        self.head = torch.nn.Linear(width, num_classes)
         self.calls: list[bool] = []
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(torch.is_grad_enabled())
         return torch.relu(self.bn(self.conv(x))).mean((2, 3))
-
-    def classify(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc(z)
-
-    @property
-    def num_classes(self) -> int:
-        return self.fc.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.encode(x))
 
 
 # --- data loaders: sample identity, tiny image trees, the shared real data -----------------------

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sem_fast.models._init import init_weights
+from sem_fast.models.linear_head import LinearHeadNet
 
 
 class PreActBlock(nn.Module):
@@ -37,7 +38,7 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet18(nn.Module):
+class PreActResNet18(LinearHeadNet):
     """PreActResNet18 with ``encode(x) -> (B, 8 * width)`` and ``classify(z) -> (B, num_classes)``.
 
     Args:
@@ -56,7 +57,7 @@ class PreActResNet18(nn.Module):
             in_planes = planes
         self.layers = nn.Sequential(*stages)
         self.bn = nn.BatchNorm2d(in_planes)
-        self.fc = nn.Linear(in_planes, num_classes)
+        self.head = nn.Linear(in_planes, num_classes)
         self.feature_dim = in_planes
         init_weights(self)
 
@@ -65,15 +66,3 @@ class PreActResNet18(nn.Module):
         out = self.layers(self.stem(x))
         out = F.relu(self.bn(out))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
-
-    def classify(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, D)`` -> ``(B, num_classes)`` logits."""
-        return self.fc(z)
-
-    @property
-    def num_classes(self) -> int:
-        """K, the logits per sample (``fused_sem_step`` checks the labels against it before any forward)."""
-        return self.fc.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.encode(x))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sem_fast.models.linear_head import LinearHeadNet
 
-class SplitModel(nn.Module):
+
+class SplitModel(LinearHeadNet):
     """A classifier cut before its final linear layer: ``forward = head(body(x))``.
 
     Attributes:
@@ -24,17 +26,6 @@ class SplitModel(nn.Module):
         """``(B, C, H, W)`` -> ``(B, D)`` features."""
         return self.body(x)
 
-    def classify(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, D)`` -> ``(B, K)`` logits."""
-        return self.head(z)
-
-    @property
-    def num_classes(self) -> int:
-        """K, the logits per sample (``fused_sem_step`` checks the labels against it before any forward)."""
-        return self.head.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.encode(x))
 
 
 class TimmSplit(nn.Module):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sem_fast.models._init import init_weights
+from sem_fast.models.linear_head import LinearHeadNet
 
 
 class WideBlock(nn.Module):
@@ -38,7 +39,7 @@ class WideBlock(nn.Module):
         return out + shortcut
 
 
-class WideResNet(nn.Module):
+class WideResNet(LinearHeadNet):
     """WideResNet-``depth``-``widen`` with ``encode(x) -> (B, 64 * widen)`` and a linear ``classify``.
 
     Args:
@@ -66,7 +67,7 @@ class WideResNet(nn.Module):
                 in_planes = planes
         self.layers = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(in_planes)
-        self.fc = nn.Linear(in_planes, num_classes)
+        self.head = nn.Linear(in_planes, num_classes)
         self.feature_dim = in_planes
         init_weights(self)
 
@@ -74,15 +75,3 @@ class WideResNet(nn.Module):
         """``(B, C, H, W)`` -> ``(B, 64 * widen)`` globally average-pooled penultimate features."""
         out = F.relu(self.bn(self.layers(self.stem(x))))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
-
-    def classify(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, D)`` -> ``(B, num_classes)`` logits."""
-        return self.fc(z)
-
-    @property
-    def num_classes(self) -> int:
-        """K, the logits per sample (``fused_sem_step`` checks the labels against it before any forward)."""
-        return self.fc.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.encode(x))

@@ -26,10 +26,10 @@ def _constant_prediction_checkpoint(config, path: Path) -> None:
     """Train ``config`` for one step, then make its head predict `CONSTANT_CLASS` with `CONSTANT_P`."""
     train(config.replace(epochs=1, es_epochs=0, max_steps_per_epoch=1))
     state = load_checkpoint(config.run_dir)
-    k = state["model"]["fc.bias"].numel()
-    state["model"]["fc.weight"].zero_()
-    state["model"]["fc.bias"].zero_()
-    state["model"]["fc.bias"][CONSTANT_CLASS] = math.log(CONSTANT_P / (1 - CONSTANT_P) * (k - 1))
+    k = state["model"]["head.bias"].numel()
+    state["model"]["head.weight"].zero_()
+    state["model"]["head.bias"].zero_()
+    state["model"]["head.bias"][CONSTANT_CLASS] = math.log(CONSTANT_P / (1 - CONSTANT_P) * (k - 1))
     torch.save(state, path)
 
 
@@ -212,7 +212,7 @@ def test_an_evaluation_of_another_checkpoint_is_refused(constant_checkpoint, tmp
 
     other = tmp_path / "other.pt"
     state = load_checkpoint(constant_checkpoint)
-    state["model"]["fc.bias"] += 1.0
+    state["model"]["head.bias"] += 1.0
     torch.save(state, other)
     evaluate_checkpoint(constant_checkpoint, out=tmp_path / "eval", max_images=20, embedding=False, **QUICK)
     with pytest.raises(EvaluationExistsError, match="holds an evaluation of another checkpoint"):

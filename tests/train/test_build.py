@@ -43,8 +43,8 @@ def test_onecycle_schedule_peaks_at_lr():
 def test_model_matches_the_config():
     assert isinstance(build_model(TrainConfig(width=8)), PreActResNet18)
     wrn = build_model(TrainConfig(model="wrn", depth=10, widen=1, dataset="c100"))
-    assert isinstance(wrn, WideResNet) and wrn.fc.out_features == 100
-    assert build_model(TrainConfig(width=8, classes=(1, 4, 7))).fc.out_features == 3
+    assert isinstance(wrn, WideResNet) and wrn.head.out_features == 100
+    assert build_model(TrainConfig(width=8, classes=(1, 4, 7))).head.out_features == 3
 
 
 def test_auto_precision_is_bf16_on_cuda_and_off_on_cpu():

@@ -134,7 +134,7 @@ def test_non_finite_loss_stops_the_run_naming_epoch_batch_and_step(tiny_config, 
 def test_training_on_a_class_subset_has_a_head_of_that_size(tiny_config):
     config = tiny_config.replace(epochs=1, classes=(0, 1, 2, 3, 4, 5))
     summary = train(config)
-    assert load_checkpoint(config.run_dir)["model"]["fc.weight"].shape[0] == 6
+    assert load_checkpoint(config.run_dir)["model"]["head.weight"].shape[0] == 6
     assert summary["final"]["test_acc"] is not None
 
 

@@ -1,7 +1,9 @@
-// Helpers of the C++ (CPU) kernels: dtype dispatch, work split, inverse permutation.
+// Helpers of the C++ (CPU) kernels: dtype dispatch, element conversions, instruction-set
+// selection, work split, inverse permutation.
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -10,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace sem_fast::cpu {
@@ -36,6 +39,77 @@ template <typename F>
 void dispatch_image(at::ScalarType t, F&& f) {
   if (t == at::kByte) return f(uint8_t{});
   dispatch_float(t, f);
+}
+
+// A float as the element type T, rounded to nearest even as torch rounds (float: as is; bf16:
+// c10's round_to_nearest_even, NaN -> 0x7FC0; fp16: c10::Half), written branch-free so that a
+// loop over it vectorizes (c10::BFloat16(float) branches on NaN, which keeps GCC from it).
+template <typename T>
+inline T from_float(float v) {
+  return static_cast<T>(v);
+}
+
+template <>
+inline c10::BFloat16 from_float<c10::BFloat16>(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  const auto rounded = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+  return c10::BFloat16(v != v ? uint16_t{0x7FC0} : rounded, c10::BFloat16::from_bits());
+}
+
+// Instruction sets the vectorized kernels are compiled for. With GCC on x86-64 a kernel file
+// compiles its hot loops once per set and picks one at run time (SEM_FAST_CPU_MULTI_ISA);
+// elsewhere only the baseline exists.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+// Functions defined between SEM_FAST_BEGIN_<set> and SEM_FAST_END_ISA are compiled for that set:
+// the x86-64 baseline (SSE2), or the extensions ATen's AVX2 and AVX512 kernels require, with
+// 512-bit vectors for AVX-512 (GCC's default tuning stays at 256). None contracts a * b + c into
+// an FMA (GCC's default for C++ where the target has FMA, as AVX-512 does), so every set rounds
+// every operation alike and results do not depend on the machine; none turns a short copy loop
+// into a libc call (which costs more than a 32 x 32 image row).
+#if defined(__GNUC__) && !defined(__clang__)
+#define SEM_FAST_BEGIN_BASELINE \
+  _Pragma("GCC push_options") _Pragma("GCC optimize(\"fp-contract=off,no-tree-loop-distribute-patterns\")")
+#define SEM_FAST_END_ISA _Pragma("GCC pop_options")
+#else
+#define SEM_FAST_BEGIN_BASELINE
+#define SEM_FAST_END_ISA
+#endif
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>  // the few intrinsics of the AVX2 and AVX-512 copies (their targets enable them)
+#define SEM_FAST_CPU_MULTI_ISA 1
+#define SEM_FAST_BEGIN_AVX2 SEM_FAST_BEGIN_BASELINE _Pragma("GCC target(\"avx2\")")
+#define SEM_FAST_BEGIN_AVX512 \
+  SEM_FAST_BEGIN_BASELINE _Pragma("GCC target(\"avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512\")")
+#else
+#define SEM_FAST_CPU_MULTI_ISA 0
+#endif
+
+// The set to run: the one ATen runs its own kernels with (at::get_cpu_capability(): the best the
+// CPU has, lowered by the environment variable ATEN_CPU_CAPABILITY=default|avx2|avx512), so one
+// switch governs both; always the baseline without SEM_FAST_CPU_MULTI_ISA.
+inline Isa cpu_isa() {
+  static const Isa isa = [] {
+    if (!SEM_FAST_CPU_MULTI_ISA) return Isa::kBaseline;
+    const std::string capability = at::get_cpu_capability();
+    if (capability == "AVX512") return Isa::kAvx512;
+    return capability == "AVX2" ? Isa::kAvx2 : Isa::kBaseline;
+  }();
+  return isa;
+}
+
+// The kernel of the running instruction set (cpu_isa()) among its copies.
+template <typename Fn>
+Fn pick_isa(Fn baseline, Fn avx2, Fn avx512) {
+  switch (cpu_isa()) {
+    case Isa::kAvx512:
+      return avx512;
+    case Isa::kAvx2:
+      return avx2;
+    default:
+      return baseline;
+  }
 }
 
 // Elements below which a parallel region costs more than it saves: ATen's own threshold

@@ -89,6 +89,20 @@ def cuda_launches(fn) -> Counter:
     return Counter(e.name for e in prof.events() if e.device_type == DeviceType.CUDA)
 
 
+def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, *, name: str = "") -> None:
+    """Same dtype, shape and bits (NaN payloads and signed zeros included); reports the count and
+    the first index of the differing elements."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (
+        f"{name}: {actual.dtype} {tuple(actual.shape)} != {expected.dtype} {tuple(expected.shape)}"
+    )
+    as_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[actual.element_size()]
+    differ = actual.contiguous().view(as_int) != expected.contiguous().view(as_int)
+    assert not differ.any(), (
+        f"{name}: {int(differ.sum())} of {differ.numel()} elements differ, first at "
+        f"{tuple(differ.nonzero()[0].tolist())}: {actual[tuple(differ.nonzero()[0])]} != {expected[tuple(differ.nonzero()[0])]}"
+    )
+
+
 def import_torchvision():
     """Import torchvision; its PyPI wheel is a CUDA build that imports on CPU-only torch only
     after the ``torchvision::nms``/``qnms`` schemas exist (test-only shim; no kernels used)."""

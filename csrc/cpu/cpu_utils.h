@@ -68,6 +68,13 @@ enum class Isa { kBaseline, kAvx2, kAvx512 };
 // an FMA (GCC's default for C++ where the target has FMA, as AVX-512 does), so every set rounds
 // every operation alike and results do not depend on the machine; none turns a short copy loop
 // into a libc call (which costs more than a 32 x 32 image row).
+#if defined(__GNUC__)
+// Inlined into every caller, for short helpers of per-row loops whose calls would cost as much as
+// their work.
+#define SEM_FAST_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define SEM_FAST_ALWAYS_INLINE inline
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define SEM_FAST_BEGIN_BASELINE \
   _Pragma("GCC push_options") _Pragma("GCC optimize(\"fp-contract=off,no-tree-loop-distribute-patterns\")")

@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
 #include <tuple>
@@ -117,7 +118,7 @@ struct Affine {
   Affine plane(int64_t q) const { return {scale + q * plane_step, bias + q * plane_step, chunk, plane_step}; }
 };
 
-// Elements per Affine piece (times C): 64 pixels, 12 vectors of kLanes for RGB, 1.5 KB of constants.
+// Pixels per Affine piece: 64, 12 AVX-512 vectors of an RGB row, 1.5 KB of constants.
 constexpr int64_t kAffinePixels = 64;
 
 
@@ -142,10 +143,14 @@ struct ForwardArgs {
   void* augmented;            // the augment pass's batch, when there is one
   const void* source;         // what the mix pass reads: images or augmented, laid out as layout
   int64_t source_sample;      // elements between its samples
-  const uint8_t* sample_ok;   // (B,): the sample's crop offsets are valid
   void* x_clean;
-  void* x_mix;  // null unless p.mixes
+  void* x_mix;    // null unless p.mixes
   Affine affine;  // uint8 input
+
+  // Whether sample k's crop offsets are valid (else its augmented image reads as NaN).
+  bool sample_ok(int64_t k) const {
+    return !p.aug.enabled || (valid_offset(d.offset[2 * k], p.aug.pad) && valid_offset(d.offset[2 * k + 1], p.aug.pad));
+  }
 };
 
 template <typename in_t>
@@ -213,29 +218,26 @@ void mix_forward(const at::Tensor& images, const MixForward& f, bool channels_la
   const int64_t C = p.C;
   const Layout L = make_layout(channels_last, C, p.H, p.W);
   TORCH_INTERNAL_ASSERT(L.dense(p.out), "mix kernels: outputs must be laid out as channels_last says");
-  const int64_t chunk = kAffinePixels * C;
-  std::vector<float> scale(L.planes * chunk), bias(L.planes * chunk);
+  // Normalization constants on the stack: no heap block is freed above the outputs (glibc returns
+  // the heap's top to the system past a threshold, and the next call's outputs then fault in
+  // again, page by page).
+  std::array<float, kAffinePixels * kMaxNormChannels> scale{}, bias{};
+  const int64_t chunk = kAffinePixels * (L.planes > 1 ? 1 : C);
   for (int64_t e = 0; e < L.planes * chunk && p.from_uint8; ++e) {
     const int64_t c = L.planes > 1 ? e / chunk : e % C;
     scale[e] = static_cast<float>(1.0 / (255.0 * static_cast<double>(p.std[c])));
     bias[e] = static_cast<float>(-static_cast<double>(p.mean[c]) / static_cast<double>(p.std[c]));
   }
-  std::vector<uint8_t> sample_ok(p.B, 1);
-  const DrawView d = draw_view(f.draw);
-  for (int64_t k = 0; k < p.B && p.aug.enabled; ++k) {
-    sample_ok[k] = valid_offset(d.offset[2 * k], p.aug.pad) && valid_offset(d.offset[2 * k + 1], p.aug.pad);
-  }
   // The input as is when it is laid out like the output and needs no crop or flip.
   const bool augments = p.aug.enabled || !L.dense(p.in);
   const at::Tensor augmented = augments ? at::empty_like(f.x_clean, images.options()) : at::Tensor();
   const ForwardArgs args{p,
-                         d,
+                         draw_view(f.draw),
                          L,
                          images.data_ptr(),
                          augments ? augmented.data_ptr() : nullptr,
                          augments ? augmented.data_ptr() : images.data_ptr(),
                          augments ? L.sample : p.in.b,
-                         sample_ok.data(),
                          f.x_clean.data_ptr(),
                          p.mixes ? f.x_mix.data_ptr() : nullptr,
                          Affine{scale.data(), bias.data(), chunk, L.planes > 1 ? chunk : 0}};

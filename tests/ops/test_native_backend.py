@@ -9,14 +9,19 @@ through a whole compiled step). Its ops against the reference: ``test_mix.py`` a
 Tolerance: compiled and eager calls run the same kernels; fp32 within 1e-5 relative (``TOL32``).
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import sem_fast.ops.native as native
 from sem_fast import SEMConfig, mix_images
+from sem_fast.draws import AugmentDraw
 from sem_fast.sampling import sample_augment
 from tests.ops.cases import elem_draw, images, mix_cfg, mix_op_args, problem, switch_draw
-from tests.utils import assert_close
+from tests.utils import assert_bitwise_equal, assert_close
 
 pytestmark = pytest.mark.skipif(native.probe("cpu") is not None, reason=f"{native.probe('cpu')}")
 
@@ -118,3 +123,97 @@ def test_loss_compiled_with_fullgraph_matches_eager():
     got_grads, expected_grads = torch.autograd.grad(got, leaves), torch.autograd.grad(expected, leaves)
     for name, g, e in zip(("d logits", "d z_mix", "d z_clean"), got_grads, expected_grads):
         assert_close(g, e, name=name, **TOL32)
+
+
+#: Batches for the invariance tests: (images kind, B, C, H, W, dtype, config changes). B * H rows
+#: of C * W elements are split into at::parallel_for chunks of ~32768 elements, so each batch
+#: spans several chunks whose edges fall inside samples (and inside CutMix boxes).
+INVARIANCE_BATCHES = [
+    ("uint8", 31, 3, 33, 35, torch.bfloat16, dict(crop_padding=4, hflip=True)),
+    ("uint8_strided", 23, 3, 29, 45, torch.float32, dict(crop_padding=5, padding_mode="reflect", hflip=True)),
+    ("uint8", 9, 1, 40, 97, torch.float16, dict(channels_last=False, crop_padding=3, hflip=True)),
+    ("float", 12, 3, 33, 37, torch.float32, dict(crop_padding=4, padding_mode="reflect", hflip=True)),
+    ("float_channels_last", 12, 3, 31, 41, torch.bfloat16, {}),
+]
+
+
+def invariance_inputs() -> list[tuple]:
+    """(images, draw, cfg, augment, output weights or None) per INVARIANCE_BATCHES batch, from fixed
+    seeds. Bad crop offsets and partners in some samples make NaN rows. Made once and passed on:
+    sampling runs ATen kernels whose rounding may depend on the instruction set."""
+    inputs = []
+    for seed, (kind, B, C, H, W, dtype, changes) in enumerate(INVARIANCE_BATCHES):
+        gen = torch.Generator().manual_seed(seed)
+        cfg = mix_cfg(C, out_dtype=dtype if kind.startswith("uint8") else None).replace(**changes)
+        x = images(kind, B, C, H, W, dtype, gen)
+        draw = switch_draw(B, H, W, gen)._replace(perm=torch.randperm(B, generator=gen))
+        draw.perm[0] = B  # not a permutation: x_mix[0] (and the gradient of sample 0's partner) is NaN
+        augment = sample_augment(B, cfg, device="cpu", generator=gen) if cfg.augments else None
+        if augment is not None:
+            offset = augment.offset.clone()
+            offset[1, 1] = 2 * cfg.crop_padding + 1  # a bad crop offset: sample 1 is NaN
+            augment = AugmentDraw(offset, augment.flip)
+        out_dtype = cfg.resolve_out_dtype(x)
+        weights = None if x.dtype == torch.uint8 else [torch.randn(B, C, H, W, generator=gen).to(out_dtype) for _ in range(2)]
+        inputs.append((x, draw, cfg, augment, weights))
+    return inputs
+
+
+def mix_results(inputs: list[tuple], threads: int | None = None) -> list[torch.Tensor]:
+    """x_clean, x_mix (and, for float input, the input gradient of a weighted sum of both) of each
+    batch of `inputs` through the native op, with `threads` threads (None: as set)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    results = []
+    try:
+        for x, draw, cfg, augment, weights in inputs:
+            x = x.detach().requires_grad_(weights is not None)
+            clean, mixed = native.mix_images(x, draw, cfg, augment)
+            results += [clean, mixed]
+            if weights is not None:
+                loss = (clean.float() * weights[0]).sum() + (mixed.float() * weights[1]).sum()
+                results += list(torch.autograd.grad(loss, x))
+    finally:
+        torch.set_num_threads(previous)
+    return [t.detach() for t in results]
+
+
+def test_mix_results_do_not_depend_on_the_thread_count():
+    """Every element is computed by the same operations whatever task holds it: 1, 2 and 3
+    threads split the rows differently and agree bit for bit, NaN included."""
+    inputs = invariance_inputs()
+    expected = mix_results(inputs, threads=1)
+    assert any(t.isnan().any() for t in expected) and all(t.isfinite().any() for t in expected)
+    for threads in (2, 3):
+        for k, (got, want) in enumerate(zip(mix_results(inputs, threads), expected)):
+            assert_bitwise_equal(got, want, name=f"{threads} threads, result {k}")
+
+
+def test_mix_results_do_not_depend_on_the_instruction_set(tmp_path):
+    """The kernels are compiled once per instruction set (csrc/cpu/mix_rows.inc) and pick one at
+    run time as ATen does (ATEN_CPU_CAPABILITY lowers it): every set the CPU has gives the same
+    bits on the same inputs (no FMA contraction; vector and scalar tails compute alike)."""
+    torch.save(invariance_inputs(), tmp_path / "inputs.pt")
+    script = (
+        "import sys, torch\n"
+        "from tests.ops.test_native_backend import mix_results\n"
+        "inputs = torch.load(sys.argv[1], weights_only=False)\n"
+        "torch.save((torch.backends.cpu.get_cpu_capability(), mix_results(inputs)), sys.argv[2])\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    results = {}
+    for capability in ("default", "avx2", "avx512"):
+        path = tmp_path / f"{capability}.pt"
+        env = {"ATEN_CPU_CAPABILITY": capability, "PATH": "", "PYTHONPATH": str(repo)}
+        command = [sys.executable, "-c", script, str(tmp_path / "inputs.pt"), str(path)]
+        done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-4000:]
+        used, outputs = torch.load(path)
+        results.setdefault(used, outputs)
+    if len(results) < 2:
+        pytest.skip(f"this CPU offers one instruction set only ({list(results)})")
+    (first, expected), *others = results.items()
+    for name, outputs in others:
+        for k, (got, want) in enumerate(zip(outputs, expected)):
+            assert_bitwise_equal(got, want, name=f"{name} vs {first}, result {k}")

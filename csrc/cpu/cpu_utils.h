@@ -41,22 +41,6 @@ void dispatch_image(at::ScalarType t, F&& f) {
   dispatch_float(t, f);
 }
 
-// A float as the element type T, rounded to nearest even as torch rounds (float: as is; bf16:
-// c10's round_to_nearest_even, NaN -> 0x7FC0; fp16: c10::Half), written branch-free so that a
-// loop over it vectorizes (c10::BFloat16(float) branches on NaN, which keeps GCC from it).
-template <typename T>
-inline T from_float(float v) {
-  return static_cast<T>(v);
-}
-
-template <>
-inline c10::BFloat16 from_float<c10::BFloat16>(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  const auto rounded = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-  return c10::BFloat16(v != v ? uint16_t{0x7FC0} : rounded, c10::BFloat16::from_bits());
-}
-
 // Instruction sets the vectorized kernels are compiled for. With GCC on x86-64 a kernel file
 // compiles its hot loops once per set and picks one at run time (SEM_FAST_CPU_MULTI_ISA);
 // elsewhere only the baseline exists.

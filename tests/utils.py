@@ -97,10 +97,12 @@ def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, *, name: 
     )
     as_int = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[actual.element_size()]
     differ = actual.contiguous().view(as_int) != expected.contiguous().view(as_int)
-    assert not differ.any(), (
-        f"{name}: {int(differ.sum())} of {differ.numel()} elements differ, first at "
-        f"{tuple(differ.nonzero()[0].tolist())}: {actual[tuple(differ.nonzero()[0])]} != {expected[tuple(differ.nonzero()[0])]}"
-    )
+    if differ.any():
+        first = tuple(differ.nonzero()[0].tolist())
+        raise AssertionError(
+            f"{name}: {int(differ.sum())} of {differ.numel()} elements differ, first at {first}: "
+            f"{actual[first].item()} != {expected[first].item()}"
+        )
 
 
 def import_torchvision():

@@ -56,8 +56,10 @@ enum class Isa { kBaseline, kAvx2, kAvx512 };
 // Inlined into every caller, for short helpers of per-row loops whose calls would cost as much as
 // their work.
 #define SEM_FAST_ALWAYS_INLINE inline __attribute__((always_inline))
+#define SEM_FAST_LAMBDA_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define SEM_FAST_ALWAYS_INLINE inline
+#define SEM_FAST_LAMBDA_ALWAYS_INLINE
 #endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define SEM_FAST_BEGIN_BASELINE \

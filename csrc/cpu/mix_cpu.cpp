@@ -195,7 +195,8 @@ SEM_FAST_BEGIN_AVX512
 #undef SEM_ISA_LANES
 #undef SEM_ISA
 SEM_FAST_END_ISA
-#define SEM_FAST_PICK_ISA(...) pick_isa(&isa_baseline::__VA_ARGS__, &isa_avx2::__VA_ARGS__, &isa_avx512::__VA_ARGS__)
+#define SEM_FAST_PICK_ISA(...) \
+  pick_isa(&isa_baseline::__VA_ARGS__, &isa_avx2::__VA_ARGS__, &isa_avx512::__VA_ARGS__)
 #else
 #define SEM_FAST_PICK_ISA(...) (&isa_baseline::__VA_ARGS__)
 #endif

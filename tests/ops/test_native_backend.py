@@ -154,7 +154,9 @@ def invariance_inputs() -> list[tuple]:
             offset[1, 1] = 2 * cfg.crop_padding + 1  # a bad crop offset: sample 1 is NaN
             augment = AugmentDraw(offset, augment.flip)
         out_dtype = cfg.resolve_out_dtype(x)
-        weights = None if x.dtype == torch.uint8 else [torch.randn(B, C, H, W, generator=gen).to(out_dtype) for _ in range(2)]
+        weights = None
+        if x.dtype != torch.uint8:
+            weights = [torch.randn(B, C, H, W, generator=gen).to(out_dtype) for _ in range(2)]
         inputs.append((x, draw, cfg, augment, weights))
     return inputs
 

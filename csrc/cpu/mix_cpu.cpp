@@ -1,16 +1,19 @@
 // C++ (CPU) kernels of sem_fast_native::mix_images and mix_images_backward (schemas:
-// sem_fast/ops/schema.py).
+// sem_fast/ops/schema.py). Semantics: sem_fast.reference.mix_images.
 //
-// Forward: an augment pass (crop, flip, or a layout change; skipped without them) writes the
-// augmented raw batch laid out like the output, then a mix pass writes x_clean and x_mix from it
-// in runs spanning a sample's rows. Backward: a terms pass writes the gradient of the augmented
-// batch (grad_images itself without augmentation), then an unaugment pass sums it back onto the
-// input pixels. Each pass is an at::parallel_for over (sample, row) tasks whose loops run over
-// contiguous runs (csrc/cpu/mix_rows.inc), compiled once per instruction set (SSE2, AVX2,
-// AVX-512; cpu_isa() picks one) from the same source, with the same operations in the same order
-// (no FMA contraction), so the results are bit-identical across instruction sets, thread counts
-// and task splits. Semantics: sem_fast.reference.mix_images; uint8 pixels are normalized by one
-// multiply and one add (Affine), within 1 float ulp of the reference's (v / 255 - mean) / std.
+// Forward: an augment pass (crop with padding, flip, or a layout change; skipped without them)
+// copies the raw input rows into a batch laid out like the outputs, then a mix pass writes x_clean
+// and x_mix from it. Backward: a terms pass writes the gradient with respect to the augmented
+// batch (grad_images itself without augmentation), then an unaugment pass gathers it back onto the
+// input pixels. Each pass is one at::parallel_for over the B * H (sample, row) tasks, and its
+// loops run over contiguous runs of rows laid out like the outputs (csrc/cpu/mix_rows.inc): a
+// sample's rows merge into one run wherever no CutMix box or crop breaks them, so there is no
+// index math per element (the old kernels divided, looked up the crop and the normalization per
+// element). The run loops are compiled once per instruction set (SSE2, AVX2, AVX-512; cpu_isa()
+// picks one) from the same source with the same operations in the same order (no FMA
+// contraction), so results are bit-identical across instruction sets, thread counts and task
+// splits (tests/ops/test_native_backend.py). uint8 pixels are normalized by a multiply and an add
+// (Affine), within 2-3 float ulps of the reference's two divisions.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -135,9 +138,9 @@ struct ForwardArgs {
   DrawView d;
   Layout layout;
   const void* images;
-  void* augmented;            // the augment pass's batch, when there is one
-  const void* source;         // what the mix pass reads: images or augmented, laid out as layout
-  int64_t source_sample;      // elements between its samples
+  void* augmented;        // the augment pass's batch, when there is one
+  const void* source;     // what the mix pass reads: images or augmented, laid out as layout
+  int64_t source_sample;  // elements between its samples
   void* x_clean;
   void* x_mix;    // null unless p.mixes
   Affine affine;  // uint8 input
@@ -214,9 +217,8 @@ void mix_forward(const at::Tensor& images, const MixForward& f, bool channels_la
   const int64_t C = p.C;
   const Layout L = make_layout(channels_last, C, p.H, p.W);
   TORCH_INTERNAL_ASSERT(L.dense(p.out), "mix kernels: outputs must be laid out as channels_last says");
-  // Normalization constants on the stack: no heap block is freed above the outputs (glibc returns
-  // the heap's top to the system past a threshold, and the next call's outputs then fault in
-  // again, page by page).
+  // The normalization constants (on the stack: a call allocates nothing but its outputs and the
+  // augment pass's batch).
   std::array<float, kAffinePixels * kMaxNormChannels> scale{}, bias{};
   const int64_t chunk = kAffinePixels * (L.planes > 1 ? 1 : C);
   for (int64_t e = 0; e < L.planes * chunk && p.from_uint8; ++e) {
@@ -281,7 +283,8 @@ std::tuple<at::Tensor, at::Tensor> mix_images_cpu(const at::Tensor& images, cons
   const MixForward f = prepare_mix_forward(images, perm, lam, box, is_cutmix, offset, flip, mean, std, crop_padding,
                                            reflect, out_dtype, channels_last, mixes);
   dispatch_image(images.scalar_type(), [&](auto in_tag) {
-    dispatch_float(out_dtype, [&](auto out_tag) { mix_forward<decltype(in_tag), decltype(out_tag)>(images, f, channels_last); });
+    dispatch_float(out_dtype,
+                   [&](auto out_tag) { mix_forward<decltype(in_tag), decltype(out_tag)>(images, f, channels_last); });
   });
   return {f.x_clean, f.x_mix};
 }

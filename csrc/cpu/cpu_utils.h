@@ -1,5 +1,5 @@
-// Helpers of the C++ (CPU) kernels: dtype dispatch, element conversions, instruction-set
-// selection, work split, inverse permutation.
+// Helpers of the C++ (CPU) kernels: dtype dispatch, instruction-set selection, work split,
+// inverse permutation.
 #pragma once
 
 #include <ATen/Parallel.h>

@@ -6,6 +6,9 @@ argument; ``'auto'`` then takes the reference), and each op compiles with
 through a whole compiled step). Its ops against the reference: ``test_mix.py`` and
 ``test_sem_loss.py``, shared with the other backends.
 
+Its CPU kernels give the same bits whatever the thread count and the instruction set they run
+with (``test_mix_results_do_not_depend_on_*``).
+
 Tolerance: compiled and eager calls run the same kernels; fp32 within 1e-5 relative (``TOL32``).
 """
 
@@ -125,9 +128,9 @@ def test_loss_compiled_with_fullgraph_matches_eager():
         assert_close(g, e, name=name, **TOL32)
 
 
-#: Batches for the invariance tests: (images kind, B, C, H, W, dtype, config changes). B * H rows
-#: of C * W elements are split into at::parallel_for chunks of ~32768 elements, so each batch
-#: spans several chunks whose edges fall inside samples (and inside CutMix boxes).
+#: Batches for the invariance tests: (images kind, B, C, H, W, dtype, config changes). Each has
+#: more B * H rows than one task takes (~32,768 elements: csrc/cpu/cpu_utils.h, kGrainSize), so 2
+#: and 3 threads split it, inside samples and CutMix boxes.
 INVARIANCE_BATCHES = [
     ("uint8", 31, 3, 33, 35, torch.bfloat16, dict(crop_padding=4, hflip=True)),
     ("uint8_strided", 23, 3, 29, 45, torch.float32, dict(crop_padding=5, padding_mode="reflect", hflip=True)),

@@ -1,8 +1,10 @@
 """Install sem_fast, and build its optional compiled backend (``csrc/`` -> ``sem_fast._C``).
 
-Install with ``pip install --no-deps --no-build-isolation -e .`` into an environment that
-already has torch (an isolated build would pull a CUDA torch onto CPU machines, and the
-extension must be compiled against the torch it runs with).
+Install with ``pip install --no-build-isolation -e .`` into an environment that already has
+torch: the extension is compiled against the torch it runs with, and an isolated build (plain
+``pip install .``) has no torch to compile against, so it installs the pure-Python package
+(``sem-fast info`` shows which backends run where). The optional features are pip extras named
+once in `sem_fast.extras` (``pip install -e ".[plots,yaml]"``, or ``".[all]"``).
 
 The extension holds the ``backend='cuda'`` ops: C++ CPU kernels always, CUDA kernels too when
 torch is a CUDA build and ``nvcc`` is found (``CUDA_HOME``). Environment switches:
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import os
+import runpy
 import sys
 
 from setuptools import find_packages, setup
@@ -79,6 +82,8 @@ def _extension_build() -> tuple[list, dict]:
 
 
 ext_modules, cmdclass = _extension_build()
+# The extras are declared in sem_fast/extras.py (standard library only: runs without torch).
+extras = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sem_fast", "extras.py"))
 
 setup(
     name="sem_fast",
@@ -93,12 +98,5 @@ setup(
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.11,<2.16", "numpy"],
-    extras_require={
-        "triton": ["triton>=3.6"],
-        "timm": ["timm"],
-        "dali": ["nvidia-dali-cuda130"],
-        "dali-cuda120": ["nvidia-dali-cuda120"],
-        "ray": ["ray[tune]"],
-        "test": ["pytest", "pytest-benchmark", "pillow", "hypothesis"],
-    },
+    extras_require=extras["extras_require"](),
 )

@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
 # Create (or update) the virtual environment $VENV (default .venv) and install sem_fast into it.
-# Usage: scripts/setup_venv.sh [runtime|test]
-#   runtime: torch 2.13.0 (CPU wheel on CPU machines), triton 3.7.1, numpy, sem_fast (with its
-#            compiled backend when a C++ compiler is present; optional)
-#   test:    runtime + pytest, pytest-benchmark, hypothesis, DALI, torchvision, timm; the compiled
-#            backend must build
+# Usage: scripts/setup_venv.sh [demo|test]
+#   demo: what the README's commands use: sem_fast (with its compiled backend when a C++ compiler
+#         is found) and the extras plots, yaml, images, bench, torchvision and timm
+#   test: sem_fast[test]: every extra, hypothesis and triton (the CPU interpreter of the tests);
+#         the compiled backend must build
+# The extras are named once, in sem_fast/extras.py. requirements/constraints.txt pins torch,
+# triton, torchvision and timm on every step, so no dependency can replace the pinned torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile="${1:-runtime}"
+profile="${1:-demo}"
+case "$profile" in
+  demo) extras="plots,yaml,images,bench,torchvision,timm" require_ext=0 ;;
+  test) extras="test" require_ext=1 ;;
+  *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
+esac
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt "$@"; }
-pip_install -r requirements/runtime.txt
-if [ "$profile" = "test" ]; then
-  pip_install -r requirements/test.txt
-  # Their declared dependencies would pull another torch: install them without.
-  pip_install --no-deps torchvision==0.28.0 timm
-fi
-# Builds the compiled backend (csrc/) when a C++ compiler exists; the test profile requires it.
-if [ "$profile" = "test" ]; then
-  SEM_FAST_REQUIRE_EXT=1 pip_install --no-deps --no-build-isolation -e .
-else
-  pip_install --no-deps --no-build-isolation -e .
-fi
+# torch first: the compiled backend is built against the installed torch (--no-build-isolation).
+pip_install torch numpy
+# torchvision and timm without the dependencies they declare (a torch of their own); the extras
+# below then add what else they need, under the same pins.
+pip_install --no-deps torchvision timm
+SEM_FAST_REQUIRE_EXT=$require_ext pip_install --no-build-isolation -e ".[$extras]"

@@ -37,6 +37,7 @@ import torch
 from sem_fast.data import DatasetFormatError, DatasetNotFoundError
 from sem_fast.eval.corruptions import CORRUPTIONS, SEVERITIES
 from sem_fast.eval.evaluate import NOISE_IMAGES, evaluate_checkpoint, to_markdown
+from sem_fast.info import add_info_parser, run_info
 from sem_fast.sweep.local import die_with_parent
 from sem_fast.sweep.ray_backend import RayOptions, import_tune
 from sem_fast.sweep.runner import SWEEP_BACKENDS, run_sweep
@@ -105,7 +106,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sem-fast", description="Train and evaluate with Semantic Equivariant Mixup (fused SEM steps).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,recipes,sweep}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,recipes,sweep,info}")
 
     train = commands.add_parser("train", help="train a recipe", description="Train a recipe; flags override it.")
     train.add_argument("--recipe", help="recipe name (see `sem-fast recipes`); default: the TrainConfig defaults")
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("recipes", help="list the recipes as a Markdown table")
     _add_sweep_parser(commands)
+    add_info_parser(commands)
     return parser
 
 
@@ -345,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "recipes":
         print(recipe_table())
         return 0
-    run = {"train": _run_train, "eval": _run_eval, "sweep": _run_sweep}[args.command]
+    run = {"train": _run_train, "eval": _run_eval, "sweep": _run_sweep, "info": run_info}[args.command]
 
     def show_warning(message: Warning | str, *rest: object, **kwargs: object) -> None:
         print(f"sem-fast {args.command}: warning: {message}", file=sys.stderr)

@@ -11,9 +11,11 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
+from sem_fast.timm_compat import FIELDS_SET_BY_TIMM, TIMM_MIXUP_DEFAULTS, timm_mixup_fields
 
 #: CIFAR-10 per-channel mean and standard deviation of the training set, in 0..1 units.
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
@@ -174,6 +176,30 @@ class SEMConfig:
         if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
             return torch.get_autocast_dtype(device_type)
         return torch.float32 if images.dtype == torch.uint8 else images.dtype
+
+    @classmethod
+    def from_timm(cls, **kwargs: Any) -> SEMConfig:
+        """The config that draws and mixes as ``timm.data.Mixup(**timm_args)`` does, for a timm user's
+        arguments (each mapped or refused by name: `sem_fast.timm_compat`; those not given take
+        timm's defaults) plus any other SEMConfig field (``gamma``, ``backend``, ``pairing``, ...).
+
+            SEMConfig.from_timm(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch",
+                                label_smoothing=0.1, num_classes=1000, gamma=0.5)
+
+        `sem_fast.soft_targets` then gives the soft labels timm's ``Mixup`` returns for a draw.
+        """
+        timm_args = {k: v for k, v in kwargs.items() if k in TIMM_MIXUP_DEFAULTS}
+        own = {k: v for k, v in kwargs.items() if k not in TIMM_MIXUP_DEFAULTS}
+        decided = sorted(set(own) & set(FIELDS_SET_BY_TIMM))
+        if decided:
+            raise TypeError(
+                f"SEMConfig.from_timm: {decided} are decided by timm's arguments (mixup_alpha, cutmix_alpha, prob, "
+                "mode): pass those, or build SEMConfig(...) directly"
+            )
+        unknown = sorted(set(own) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"SEMConfig.from_timm: {unknown} are neither timm Mixup arguments nor SEMConfig fields")
+        return cls(**{**timm_mixup_fields(**timm_args), **own})
 
     def replace(self, **changes: object) -> SEMConfig:
         """A copy with ``changes`` applied (and validated), like `dataclasses.replace`."""

@@ -32,7 +32,8 @@ from sem_fast.data.epochs import epoch_order
 from sem_fast.data.image_folder import decode_image
 from sem_fast.reference import augment_images
 from sem_fast.sampling import sample_augment
-from tests.utils import import_torchvision, write_image_folder
+from sem_fast.extras import import_torchvision
+from tests.utils import write_image_folder
 
 DEV = device()
 ON_CUDA = DEV.type == "cuda"
@@ -100,7 +101,7 @@ def test_array_loader_throughput(benchmark, cifar, provider):
 
 
 def test_torchvision_dataloader_throughput(benchmark, cifar):
-    tv = import_torchvision()
+    tv = import_torchvision("the torchvision DataLoader row")
     from PIL import Image
 
     transform = tv.transforms.Compose([tv.transforms.RandomCrop(32, padding=4), tv.transforms.RandomHorizontalFlip(),

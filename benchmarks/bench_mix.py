@@ -20,7 +20,7 @@ from sem_fast import SEMConfig, sample_draw
 from sem_fast import reference as ref
 from sem_fast.ops.registry import get_backend
 from sem_fast.sampling import sample_augment
-from tests.utils import import_torchvision
+from sem_fast.extras import import_torchvision
 
 DEV = device()
 # (batch, side): 32x32 is CIFAR (launch-bound: report µs per call); 224x224 is ImageNet-size,
@@ -88,7 +88,7 @@ def _normalized(images: torch.Tensor, cfg: SEMConfig) -> torch.Tensor:
 
 def _peer(name: str, mix: str):
     """``(x, labels) -> (x_mixed, soft_labels)`` of the peer library ``name`` for ``mix``."""
-    import_torchvision()  # timm imports torchvision too
+    import_torchvision("the torchvision and timm peers")  # timm imports torchvision too
     if name.startswith("timm"):
         Mixup = pytest.importorskip("timm.data").Mixup
         a = (1.0, 0.0) if mix == "mixup" else (0.0, 1.0)

@@ -14,17 +14,20 @@ import contextlib
 import time
 
 import torch
-import torchvision
 from torch import nn
 
 from sem_fast import SEMConfig, fused_sem_step, sample_draw
 from sem_fast.data import load_bundled
+from sem_fast.extras import import_torchvision
 from sem_fast.models import split
 from sem_fast.sampling import sample_augment
 
 
 def cifar_resnet18(num_classes: int = 10) -> nn.Module:
     """torchvision's ResNet-18 with the usual CIFAR stem (3x3 stride-1 conv, no max-pool)."""
+    # `import torchvision`, also with a CPU torch next to torchvision's PyPI wheel (a CUDA build whose
+    # compiled ops cannot load there; the model needs none of them): see sem_fast.extras.
+    torchvision = import_torchvision("examples/own_training_loop.py")
     net = torchvision.models.resnet18(num_classes=num_classes)
     net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()

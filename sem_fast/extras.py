@@ -10,9 +10,9 @@ silent ``None``); ``sem-fast info`` (`sem_fast.info`) lists which extras are pre
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import importlib.util
+import sys
 import warnings
 from types import ModuleType
 from typing import NamedTuple
@@ -78,11 +78,12 @@ def require(module: str, purpose: str) -> ModuleType:
     that ``purpose`` needs it and which extra installs it."""
     extra = next(name for name, e in EXTRAS.items() if module in e.modules)
     try:
-        return importlib.import_module(module)
+        __import__(module)  # the builtin import statement's path (tests replace it to hide a package)
     except ImportError as err:
         raise MissingExtraError(
             f"{purpose} needs {module}, which cannot be imported ({err}): {install_hint(extra)}"
         ) from err
+    return sys.modules[module]
 
 
 def installed_version(distribution: str) -> str | None:

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-#: The ``pip install`` extra that brings matplotlib.
-PLOTS_EXTRA = "plots"
+from sem_fast.extras import require
+
 #: Resolution of the PNGs: 150 dpi keeps 8-point text legible at a 6.4-inch width (960 pixels).
 PNG_DPI = 150
 #: Formats written by `save_figure`: a bitmap to look at, a vector file to print or edit.
@@ -27,13 +27,9 @@ FORMATS = ("png", "svg")
 
 
 def require_matplotlib(what: str) -> None:
-    """Raise ``ImportError`` naming the extra when matplotlib is missing; ``what`` is what needs it."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"{what} needs matplotlib: pip install 'sem_fast[{PLOTS_EXTRA}]' (or pip install matplotlib) ({err})"
-        ) from None
+    """Raise `sem_fast.extras.MissingExtraError` (an ``ImportError``) naming the extra ``plots`` when
+    matplotlib is missing; ``what`` is what needs it."""
+    require("matplotlib", what)
 
 
 def new_figure(width: float, height: float) -> Any:

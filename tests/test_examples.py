@@ -4,8 +4,6 @@ import importlib.util
 import math
 from pathlib import Path
 
-from tests.utils import import_torchvision
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -17,7 +15,6 @@ def _load(name):
 
 
 def test_own_training_loop_runs_and_reports_a_finite_loss(capsys):
-    import_torchvision()
     loss = _load("own_training_loop").main(["--steps", "4", "--batch-size", "8"])
     assert math.isfinite(loss) and 0 < loss < 10
     assert "step 4/4" in capsys.readouterr().out

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sem_fast.models import PreActResNet18, SplitModel, TimmSplit, WideResNet, split
-from tests.utils import import_torchvision
+from sem_fast.extras import import_torchvision
 
 
 def _count(model):
@@ -42,7 +42,7 @@ def test_wide_resnet_rejects_bad_depth():
 
 
 def test_split_torchvision_resnet_moves_the_fc_layer_to_the_head():
-    tv = import_torchvision()
+    tv = import_torchvision("the torchvision split() test")
     net = tv.models.resnet18(num_classes=10).eval()
     x = torch.randn(2, 3, 32, 32)
     expected = net(x)
@@ -55,7 +55,7 @@ def test_split_torchvision_resnet_moves_the_fc_layer_to_the_head():
 
 
 def test_split_takes_the_last_linear_of_a_sequential_classifier():
-    tv = import_torchvision()
+    tv = import_torchvision("the torchvision split() test")
     net = tv.models.mobilenet_v3_small(num_classes=4).eval()
     x = torch.randn(1, 3, 32, 32)
     expected = net(x)

@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: seeding, comparisons, launch counters, tiny models, the torchvision
-import shim, data helpers, subprocesses for the kill, lock and orphan tests."""
+"""Helpers shared by the tests: seeding, comparisons, launch counters, the host-sync recorder, tiny
+models, data helpers, subprocesses for the kill, lock and orphan tests."""
 
 from __future__ import annotations
 
@@ -103,31 +103,6 @@ def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, *, name: 
             f"{name}: {int(differ.sum())} of {differ.numel()} elements differ, first at {first}: "
             f"{actual[first].item()} != {expected[first].item()}"
         )
-
-
-def import_torchvision():
-    """Import torchvision; its PyPI wheel is a CUDA build that imports on CPU-only torch only
-    after the ``torchvision::nms``/``qnms`` schemas exist (test-only shim; no kernels used)."""
-    if not hasattr(torch.ops, "torchvision") or not hasattr(torch.ops.torchvision, "nms"):
-        try:
-            import torchvision  # noqa: F401
-        except (RuntimeError, ImportError):
-            _define_torchvision_schemas()
-    import torchvision
-
-    return torchvision
-
-
-_SHIM: list[torch.library.Library] = []
-
-
-def _define_torchvision_schemas() -> None:
-    if _SHIM:
-        return
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
-    _SHIM.append(lib)
 
 
 # --- host syncs: ops that read device values on the host, tensors made from Python data ---------------

@@ -33,7 +33,7 @@ from sem_fast.data.errors import DatasetFormatError
 from sem_fast.data.image_folder import RRC_ATTEMPTS, RRC_RATIO, RRC_SCALE, check_image_options
 from sem_fast.data.loader import Batch, Loader
 
-DALI_INSTALL = "pip install nvidia-dali-cuda130 (CUDA 13) or nvidia-dali-cuda120 (CUDA 12)"
+DALI_INSTALL = 'pip install "sem_fast[dali]" (nvidia-dali-cuda130, CUDA 13) or "sem_fast[dali-cuda120]" (CUDA 12)'
 DEFAULT_PREFETCH = 2  # DALI's default queue depth: one batch being consumed while the next is prepared
 DALI_SEED_MODULUS = 2**31  # DALI seeds are signed ints: keep ours non-negative and 31-bit
 

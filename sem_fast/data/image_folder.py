@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sem_fast.data.datasets import ArrayDataset, FileDataset
+from sem_fast.extras import require
 from sem_fast.data.errors import DatasetFormatError, DatasetNotFoundError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -98,10 +99,9 @@ def _val_pairs(val: Path) -> list[tuple[Path, str]]:
 
 
 def _pillow():
-    try:
-        from PIL import Image
-    except ImportError as err:
-        raise ImportError("decoding image files on the cpu backend needs Pillow: pip install pillow") from err
+    require("PIL", "decoding image files on the cpu loader")
+    from PIL import Image
+
     return Image
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from sem_fast.extras import require
 from sem_fast.sweep.local import Log, Pending, TrialOutcomes
 from sem_fast.sweep.trials import STOPPED_NAME
 from sem_fast.train import TrainConfig, train
@@ -62,14 +63,7 @@ class RayOptions:
 
 def import_tune() -> Any:
     """``ray.tune``; ``ImportError`` saying how to install it."""
-    try:
-        from ray import tune
-    except ImportError as err:
-        raise ImportError(
-            '--backend ray needs Ray Tune: pip install -c requirements/constraints.txt "ray[tune]" '
-            f"(or the sem_fast[ray] extra) ({err})"
-        ) from None
-    return tune
+    return require("ray.tune", "--backend ray (Ray Tune)")
 
 
 def run_ray(

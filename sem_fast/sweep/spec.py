@@ -41,6 +41,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sem_fast.extras import install_hint
 from sem_fast.train import TrainConfig, get_recipe
 from sem_fast.train.config import RESUMABLE_CHANGES
 from sem_fast.train.run_files import SUMMARY_METRICS
@@ -153,7 +154,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         try:
             import yaml
         except ModuleNotFoundError:
-            raise SweepSpecError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or write TOML") from None
+            raise SweepSpecError(f"{path}: reading YAML needs PyYAML: {install_hint('yaml')}; or write TOML") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:

@@ -30,9 +30,9 @@ from sem_fast import SEMConfig
 from sem_fast.data import ArrayDataset, dali_available, load_dataset, loader_from_dataset
 from sem_fast.data.epochs import epoch_order
 from sem_fast.data.image_folder import decode_image
+from sem_fast.extras import import_torchvision
 from sem_fast.reference import augment_images
 from sem_fast.sampling import sample_augment
-from sem_fast.extras import import_torchvision
 from tests.utils import write_image_folder
 
 DEV = device()

@@ -15,9 +15,10 @@ compiler, not the packing). On the CPU, sequential vs packed x2 for a width-4 ne
 one thread per trial: a smoke run of the machinery (CPU numbers say nothing about a GPU), which
 CI runs untimed in about 10 s.
 
-Recorded per provider: seconds per trial (``us_per_call``), ``trials_per_h`` and the device's
-training ``img_per_s`` over the sweep. Correctness gate: every trial finishes, and each
-provider's final train losses match the sequential sweep's within ``LOSS_RTOL``.
+Recorded per provider: seconds per trial (``us_per_call``, median over rounds, with its spread),
+``trials_per_h`` and the device's training ``img_per_s`` over the sweep. Correctness gate: every
+trial finishes, and each provider's final train losses match the sequential sweep's within
+``LOSS_RTOL``.
 
     pytest benchmarks/bench_sweep.py --benchmark-only
     SEM_FAST_BENCH_SWEEP_EPOCHS=8 pytest benchmarks/bench_sweep.py --benchmark-only
@@ -36,7 +37,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.harness import ROWS, Row, device, device_name
+from benchmarks.harness import device, device_name, record
 from sem_fast.sweep import parse_spec, run_sweep
 from sem_fast.sweep.local import TrialOutcomes, run_parallel
 from sem_fast.sweep.runner import SweepReport, plan
@@ -144,9 +145,7 @@ def test_sweep_trials_per_hour(benchmark, provider, tmp_path):
         benchmark(lambda: run(fresh_directory()[0][0]))  # a disabled fixture calls it once, untimed
         return
     benchmark.pedantic(run, setup=fresh_directory, rounds=ROUNDS)
-    per_trial = sorted(seconds)[len(seconds) // 2] / TRIALS
-    img_per_s = steps[0] * BATCH / per_trial
-    benchmark.extra_info.update(us_per_call=per_trial * 1e6, trials_per_h=3600.0 / per_trial, img_per_s=img_per_s)
-    ROWS.append(Row(benchmark.group, CASE, provider, per_trial * 1e6, img_per_s, "img/s"))
+    row = record(benchmark, [s / TRIALS for s in seconds], calls=1, items=steps[0] * BATCH)
+    benchmark.extra_info["trials_per_h"] = 3600e6 / row.us_per_call
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

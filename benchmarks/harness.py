@@ -1,19 +1,40 @@
-"""Shared benchmark machinery: device timing on top of pytest-benchmark, the correctness gate,
-and the rows of the summary table printed at the end of a run (see ``conftest.py``).
+"""Shared benchmark machinery: timing that can be trusted, the correctness gate, and the rows of the
+summary table printed at the end of a run (see ``conftest.py``) and written to RESULTS.md.
 
-Every benchmark first checks its fast output against `sem_fast.reference` (a benchmark of a
-wrong kernel is worthless), then times ``calls`` back-to-back calls per round with one device
-synchronization at the end of the round, so launch-bound ops are not dominated by the sync.
+Every benchmark first checks its fast output against `sem_fast.reference` (a benchmark of a wrong
+kernel is worthless). Then `measure`:
+
+1. **warms up until nothing compiles**: ``fn`` is called until one call compiles no new graph
+   (``torch._dynamo`` counters); a provider still compiling after `MAX_WARMUP_CALLS` calls, or
+   one that graph-breaks or whose CUDA graph is skipped, fails the benchmark, and so does any
+   compilation during the timed rounds (a recompiling provider once timed 64 ms instead of 0.6);
+2. on CUDA checks that one call does not synchronize with the host
+   (``torch.cuda.set_sync_debug_mode("error")``) unless the provider syncs by design
+   (``host_syncs=True``: the paper-style loop's ``loss.item()``);
+3. times ``rounds`` rounds of ``calls`` calls. CUDA: the L2 cache is flushed before each round (a
+   256 MB write, as ``triton.testing.do_bench`` does), the GPU time of the round comes from CUDA
+   events and the host time (enqueueing the calls) from ``time.perf_counter``, with no
+   synchronization inside or between rounds. CPU: wall-clock time of the round;
+4. records the spread over rounds (min, quartiles, IQR) per call, the rounds and calls, and the
+   invocation (one id per pytest process), so that the report states its spread and only forms
+   ratios of rows timed in the same run.
+
+With ``--benchmark-disable`` ``fn`` runs once untimed (twice when the first call compiled: the
+second must compile nothing), so the suite doubles as a quick correctness and recompile gate.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from sem_fast import available_backends
 
@@ -24,11 +45,48 @@ TOL: dict[torch.dtype, tuple[float, float]] = {
     torch.bfloat16: (3e-2, 1.6e-2),
     torch.float16: (4e-3, 2e-3),
 }
+#: Calls that may still compile before a provider counts as recompiling forever: the first call
+#: compiles, a second may add a dynamic-shape graph (torch marks a changed dimension dynamic and
+#: compiles once more), a third may compile the backward on its first use; a fourth never should.
+MAX_WARMUP_CALLS = 4
+#: Bytes written to flush the L2 cache before each CUDA round (H100/H200 L2: 50 MB), as do_bench.
+L2_FLUSH_BYTES = 256 * 2**20
+#: Default rounds: CUDA rounds are one call each (the L2 flush precedes every call, as in
+#: do_bench); CPU rounds are milliseconds, 15 of them give quartiles that two runs reproduce.
+DEFAULT_ROUNDS = {"cuda": 100, "cpu": 15}
+#: One id per pytest process: the report forms a ratio only of two rows with the same id.
+INVOCATION = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Time per call over the timed rounds, in µs: ``min``, quartiles ``q1 <= median <= q3``."""
+
+    min: float
+    q1: float
+    median: float
+    q3: float
+    rounds: int
+    calls: int
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @classmethod
+    def of(cls, seconds_per_call: Sequence[float], calls: int) -> Spread:
+        """The spread of per-call times (seconds) of ``len(seconds_per_call)`` rounds."""
+        us = sorted(s * 1e6 for s in seconds_per_call)
+        if len(us) == 1:
+            return cls(us[0], us[0], us[0], us[0], 1, calls)
+        q1, median, q3 = statistics.quantiles(us, n=4, method="inclusive")
+        return cls(us[0], q1, median, q3, len(us), calls)
 
 
 @dataclass
 class Row:
-    """One line of the summary table."""
+    """One line of the summary table: the median µs per call and, when timed by `measure` or
+    `record`, its spread, the host time per call (CUDA) and the invocation that timed it."""
 
     group: str
     case: str
@@ -36,6 +94,9 @@ class Row:
     us_per_call: float
     throughput: float | None
     unit: str
+    spread: Spread | None = None
+    host_us: float | None = None
+    invocation: str = ""
 
 
 ROWS: list[Row] = []
@@ -71,6 +132,59 @@ def assert_matches(actual: torch.Tensor, expected: torch.Tensor, name: str) -> N
     )
 
 
+def compile_counts() -> tuple[int, int, int]:
+    """``(graphs compiled, graph breaks, CUDA graphs skipped)`` so far in this process."""
+    return (counters["stats"]["unique_graphs"], sum(counters["graph_break"].values()),
+            counters["inductor"]["cudagraph_skips"])  # fmt: skip
+
+
+def _check_compiles(before: tuple[int, int, int], provider: str, *, may_compile: bool) -> bool:
+    """Fail on graph breaks or skipped CUDA graphs since ``before``, and on any compilation unless
+    ``may_compile``; returns whether something was compiled."""
+    graphs, breaks, skips = (a - b for a, b in zip(compile_counts(), before))
+    if breaks:
+        reasons = "; ".join(reason.splitlines()[0] for reason in counters["graph_break"])
+        pytest.fail(f"{provider}: {breaks} graph break(s) under torch.compile ({reasons})")
+    if skips:
+        pytest.fail(f"{provider}: {skips} CUDA graph(s) skipped (ran eager); TORCH_LOGS=perf_hints says why")
+    if graphs and not may_compile:
+        pytest.fail(f"{provider}: compiled {graphs} new graph(s) while timed (a recompile: TORCH_LOGS=recompiles)")
+    return graphs > 0
+
+
+def warm_up(fn: Callable[[], object], dev: torch.device, provider: str) -> int:
+    """Call ``fn`` until one call compiles nothing; returns the number of calls. Fails when it is
+    still compiling after `MAX_WARMUP_CALLS` calls, or graph-breaks."""
+    for n in range(1, MAX_WARMUP_CALLS + 1):
+        before = compile_counts()
+        fn()
+        synchronize(dev)
+        if not _check_compiles(before, provider, may_compile=True):
+            return n
+    pytest.fail(f"{provider}: still compiling after {MAX_WARMUP_CALLS} calls (recompiles: TORCH_LOGS=recompiles)")
+
+
+def _check_no_host_sync(fn: Callable[[], object], dev: torch.device, provider: str) -> None:
+    if dev.type != "cuda":
+        return  # nothing to synchronize with
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+    except RuntimeError as err:
+        pytest.fail(f"{provider}: synchronizes with the host inside the timed call ({err})")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+_L2_FLUSH: list[torch.Tensor] = []
+
+
+def _flush_l2(dev: torch.device) -> None:
+    if not _L2_FLUSH:
+        _L2_FLUSH.append(torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=dev))
+    _L2_FLUSH[0].zero_()
+
+
 def measure(
     benchmark,
     fn: Callable[[], object],
@@ -83,41 +197,92 @@ def measure(
     bytes_moved: int | None = None,
     calls: int | None = None,
     rounds: int | None = None,
+    host_syncs: bool = False,
 ) -> None:
-    """Time ``fn`` and record µs per call, img/s (``items`` per call) and GB/s (``bytes_moved``).
+    """Warm ``fn`` up, time it (see the module docstring) and record µs per call with its spread,
+    img/s (``items`` per call) and GB/s (``bytes_moved`` per call).
 
-    Rounds of ``calls`` calls (default 10 on CUDA, 1 on CPU) end with one synchronization;
-    the median round over ``calls`` is the time per call. With ``--benchmark-disable`` ``fn``
-    runs once, untimed, so the suite doubles as a quick smoke test.
+    ``calls`` per round default to 1; ``rounds`` to `DEFAULT_ROUNDS` (``SEM_FAST_BENCH_ROUNDS``
+    overrides). ``host_syncs=True`` marks a provider that synchronizes by design (not checked).
     """
     benchmark.group = group
-    benchmark.extra_info.update(case=case, provider=provider, device=device_name(dev))
+    benchmark.extra_info.update(case=case, provider=provider, device=device_name(dev), invocation=INVOCATION)
     if benchmark.disabled:
+        before = compile_counts()
         benchmark(fn)  # a disabled fixture calls fn once, untimed
+        if _check_compiles(before, provider, may_compile=True):
+            before = compile_counts()
+            fn()  # the call after a compiling one must compile nothing
+            _check_compiles(before, provider, may_compile=False)
         return
-    on_cuda = dev.type == "cuda"
-    calls = calls or (10 if on_cuda else 1)
-    rounds = rounds or int(os.environ.get("SEM_FAST_BENCH_ROUNDS", 20 if on_cuda else 5))
+    calls = calls or 1
+    rounds = rounds or int(os.environ.get("SEM_FAST_BENCH_ROUNDS", DEFAULT_ROUNDS[dev.type]))
+    benchmark.extra_info["warmup_calls"] = warm_up(fn, dev, provider)
+    if not host_syncs:
+        _check_no_host_sync(fn, dev, provider)
+    wall: list[float] = []
+    events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     def run_round() -> None:
+        if dev.type == "cuda":
+            _flush_l2(dev)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
         for _ in range(calls):
             fn()
-        synchronize(dev)
+        wall.append(time.perf_counter() - t0)
+        if dev.type == "cuda":
+            end.record()
+            events.append((start, end))
 
-    fn()  # warm-up outside the timing: compilation, autotuning, allocator
-    synchronize(dev)
+    before = compile_counts()
     benchmark.pedantic(run_round, rounds=rounds, warmup_rounds=1)
-    seconds = benchmark.stats.stats.median / calls
-    benchmark.extra_info.update(calls_per_round=calls, us_per_call=seconds * 1e6)
+    synchronize(dev)
+    _check_compiles(before, provider, may_compile=False)
+    wall, events = wall[1:], events[1:]  # the warm-up round
+    host = None
+    if dev.type == "cuda":
+        host, seconds = wall, [start.elapsed_time(end) / 1e3 for start, end in events]
+    else:
+        seconds = wall
+    record(benchmark, [s / calls for s in seconds], calls=calls, items=items, bytes_moved=bytes_moved,
+           host_seconds=None if host is None else [s / calls for s in host])  # fmt: skip
+
+
+def record(
+    benchmark,
+    seconds_per_call: Sequence[float],
+    *,
+    calls: int,
+    items: int | None = None,
+    bytes_moved: int | None = None,
+    host_seconds: Sequence[float] | None = None,
+) -> Row:
+    """Record timed rounds (seconds per call, one value per round) of the benchmark whose ``group``
+    and ``extra_info`` case/provider are set: the spread, img/s (``items`` per call) and GB/s
+    (``bytes_moved`` per call) at the median, into the JSON's ``extra_info`` and as a `Row`."""
+    info = benchmark.extra_info
+    info.setdefault("invocation", INVOCATION)
+    spread = Spread.of(seconds_per_call, calls)
+    seconds = spread.median / 1e6
+    info.update(calls_per_round=calls, rounds=spread.rounds, us_per_call=spread.median, us_min=spread.min,
+                us_q1=spread.q1, us_q3=spread.q3)  # fmt: skip
+    host_us = statistics.median(host_seconds) * 1e6 if host_seconds else None
+    if host_us is not None:
+        info["host_us_per_call"] = host_us
     throughput, unit = None, ""
-    if bytes_moved is not None:
-        throughput, unit = bytes_moved / seconds / 1e9, "GB/s"
-        benchmark.extra_info.update(bytes_moved=bytes_moved, gb_per_s=throughput)
     if items is not None:
-        benchmark.extra_info["img_per_s"] = items / seconds
-        if throughput is None:
-            throughput, unit = items / seconds, "img/s"
-    ROWS.append(Row(group, case, provider, seconds * 1e6, throughput, unit))
+        info["img_per_s"] = throughput = items / seconds
+        unit = "img/s"
+    if bytes_moved is not None:
+        info["bytes_moved"] = bytes_moved
+        info["gb_per_s"] = throughput = bytes_moved / seconds / 1e9
+        unit = "GB/s"
+    row = Row(benchmark.group, info["case"], info["provider"], spread.median, throughput, unit, spread, host_us,
+              info["invocation"])  # fmt: skip
+    ROWS.append(row)
+    return row
 
 
 def device_name(dev: torch.device) -> str:
@@ -125,19 +290,30 @@ def device_name(dev: torch.device) -> str:
 
 
 def format_table(rows: list[Row], baseline: str = "reference") -> str:
-    """Rows as a Markdown table per group, with each row's speed relative to ``baseline``
-    (the reference path) in the same case: ``>1`` is faster."""
+    """Rows as a Markdown table per group: median µs per call with its spread (min, IQR, rounds x
+    calls), host µs per call where measured (CUDA), throughput at the median, and the speed
+    relative to ``baseline`` (the reference path) in the same case and invocation (``>1`` is
+    faster)."""
     lines: list[str] = []
+    host = any(r.host_us is not None for r in rows)
+    columns = ["case", "provider", "µs/call (median)", "min", "IQR", "rounds × calls"]
+    columns += ["host µs/call"] * host + ["throughput", "vs reference"]
     for group in dict.fromkeys(r.group for r in rows):
-        lines += [f"\n### {group}\n", "| case | provider | µs/call | throughput | vs reference |", "|---|---|---:|---:|---:|"]
-        base = {r.case: r.us_per_call for r in rows if r.group == group and r.provider == baseline}
-        for r in (r for r in rows if r.group == group):
-            speed = f"{_num(base[r.case] / r.us_per_call)}×" if r.case in base else ""
-            tput = f"{_num(r.throughput)} {r.unit}" if r.throughput is not None else ""
-            lines.append(f"| {r.case} | {r.provider} | {_num(r.us_per_call)} | {tput} | {speed} |")
+        grouped = [r for r in rows if r.group == group]
+        lines += [f"\n### {group}\n", "| " + " | ".join(columns) + " |", "|---|---|" + "---:|" * (len(columns) - 2)]
+        base = {(r.case, r.invocation): r.us_per_call for r in grouped if r.provider == baseline and r.invocation}
+        for r in grouped:
+            s, ref = r.spread, base.get((r.case, r.invocation))
+            n = format_number
+            cells = [r.case, r.provider, n(r.us_per_call)]
+            cells += [n(s.min), f"{n(s.iqr)} ({s.iqr / s.median:.0%})", f"{s.rounds} × {s.calls}"] if s else [""] * 3
+            cells += [n(r.host_us) if r.host_us is not None else ""] * host
+            cells.append(f"{n(r.throughput)} {r.unit}" if r.throughput is not None else "")
+            cells.append(f"{n(ref / r.us_per_call)}×" if ref is not None else "")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _num(v: float) -> str:
+def format_number(v: float) -> str:
     """Three significant digits, thousands separated: 0.0123, 4.56, 789, 12,345."""
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"

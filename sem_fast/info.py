@@ -111,9 +111,9 @@ def format_report(report: dict[str, Any]) -> str:
     cuda = report["devices"]["cuda"]
     lines = [
         f"sem_fast {report['sem_fast']['version']} ({report['sem_fast']['path']})",
-        f"python {report['python']}, torch {torch_info['version']}"
-        f" ({'CUDA ' + torch_info['cuda'] if torch_info['cuda'] else 'CPU build'}), "
-        f"triton {report['triton'] or 'not installed'}, numpy {report['numpy']}",
+        (f"python {report['python']}, torch {torch_info['version']}"
+         f" ({'CUDA ' + torch_info['cuda'] if torch_info['cuda'] else 'CPU build'}), "
+         f"triton {report['triton'] or 'not installed'}, numpy {report['numpy']}"),
         f"cpu: {report['devices']['cpu']['cores']} cores, torch uses {report['devices']['cpu']['threads']} threads",
         "cuda: " + (cuda["unavailable"] if "unavailable" in cuda else
                     f"{cuda['count']} x {cuda['name']} (sm_{cuda['capability'].replace('.', '')})"),
@@ -146,8 +146,9 @@ def format_report(report: dict[str, Any]) -> str:
 
 def add_info_parser(commands: Any) -> None:
     """Register ``sem-fast info`` on the CLI's subparsers."""
-    parser = commands.add_parser("info", help="versions, devices, compiled extension, backends, extras",
-                                 description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
+    parser = commands.add_parser(
+        "info", help="versions, devices, compiled extension, backends, extras", description=__doc__.split("\n\n")[1]
+    )
     _add_arguments(parser)
     parser.set_defaults(subparser=parser)
 

@@ -1,53 +1,98 @@
-"""benchmarks/report.py turns pytest-benchmark JSON into RESULTS.md sections with target ratios."""
+"""benchmarks/report.py turns pytest-benchmark JSON into RESULTS.md sections: tables with each row's
+spread, target ratios only of rows timed in the same invocation, a subset run marked as such, and
+the comparison of two runs."""
 
-from benchmarks.report import merge, section
+from benchmarks.report import compare, merge, section
+
+RUN_ID = "20261125T000000-abcdef01"
 
 
-def _bench(group, case, provider, us, **extra):
-    return {"group": group, "extra_info": {"case": case, "provider": provider, "us_per_call": us, **extra}}
+def _bench(group, case, provider, us, *, q=(0.95, 1.05), invocation=RUN_ID, **extra):
+    """A timed entry: median ``us``, quartiles ``us * q``, min ``0.9 us``, 15 rounds of 1 call."""
+    info = {"case": case, "provider": provider, "us_per_call": us, "us_min": 0.9 * us, "us_q1": q[0] * us,
+            "us_q3": q[1] * us, "rounds": 15, "calls_per_round": 1, "invocation": invocation, **extra}  # fmt: skip
+    return {"group": group, "extra_info": info}
 
 
-def _report(device, benches):
+def _report(device, benches, selection=None):
+    selection = selection or {"subset": False, "description": "", "selected": len(benches), "deselected": 0}
     return {
-        "machine_info": {"cuda_device": device, "torch": "2.11", "triton": "3.6", "python": "3.11"},
+        "machine_info": {"cuda_device": device, "torch": "2.11", "triton": "3.6", "python": "3.11",
+                         "selection": selection},  # fmt: skip
         "commit_info": {"id": "0123456789abcdef", "dirty": False},
         "datetime": "2026-11-25T00:00:00",
         "benchmarks": benches,
     }
 
 
-RUN = _report(
-    "NVIDIA H100",
-    [
-        _bench("mix", "B512", "reference", 400.0, gb_per_s=10.0),
-        _bench("mix", "B512", "triton", 40.0, gb_per_s=100.0),
-        _bench("mix", "B512", "copy (roofline)", 32.0, gb_per_s=125.0),
-        _bench("mix", "B512", "timm-elem", 4000.0, gb_per_s=1.0),
-        _bench("sem_loss fwd+bwd", "B512-K10-D512", "reference", 300.0, img_per_s=1.0),
-        _bench("sem_loss fwd+bwd", "B512-K10-D512", "triton", 50.0, img_per_s=6.0),
-        _bench("step", "B128", "sem", 13.0, img_per_s=1.0),
-        _bench("step", "B128", "mixup (gamma=0)", 10.0, img_per_s=1.3),
-        _bench("step", "B128", "paper-style loop", 52.0, img_per_s=0.25),
-        {"group": "mix", "extra_info": {}},  # a disabled (untimed) run leaves no timing
-    ],
-)
+BENCHES = [
+    _bench("mix", "B512", "reference", 400.0, gb_per_s=10.0),
+    _bench("mix", "B512", "triton", 40.0, gb_per_s=100.0, host_us_per_call=7.5),
+    _bench("mix", "B512", "copy (roofline)", 32.0, gb_per_s=125.0),
+    _bench("mix", "B512", "timm-elem", 4000.0, gb_per_s=1.0),
+    _bench("sem_loss fwd+bwd", "B512-K10-D512", "reference", 300.0, img_per_s=1.0),
+    _bench("sem_loss fwd+bwd", "B512-K10-D512", "triton", 50.0, img_per_s=6.0),
+    _bench("step", "B128", "sem", 13.0, img_per_s=1.0),
+    _bench("step", "B128", "mixup (gamma=0)", 10.0, img_per_s=1.3),
+    _bench("step", "B128", "paper-style loop", 52.0, img_per_s=0.25),
+    {"group": "mix", "extra_info": {}},  # a disabled (untimed) run leaves no timing
+]
+RUN = _report("NVIDIA H100", BENCHES)
 
 
-def test_section_has_the_device_commit_command_tables_and_target_ratios():
+def test_section_has_the_device_commit_command_selection_tables_with_spread_and_target_ratios():
     text = section(RUN, "pytest benchmarks --benchmark-only")
     assert text.startswith("## NVIDIA H100\n")
     assert "`0123456789ab`" in text and "`pytest benchmarks --benchmark-only`" in text
-    assert "| B512 | triton | 40 | 100 GB/s | 10× |" in text
-    assert "| mix B512 | triton bandwidth / copy bandwidth | 80% | ≥ 90% |" in text
-    assert "| mix B512 | triton speed-up over timm elem mode | 100.0× | ≥ 20× |" in text
-    assert "| loss B512-K10-D512 | triton speed-up over reference | 6.00× | ≥ 5× |" in text
-    assert "| step B128 | SEM overhead: sem / mixup (gamma=0) time | 1.30× | ≤ 1.35× |" in text
-    assert "| step B128 | fastest sem_fast step over the paper-style loop | 4.00× | ≥ 4× |" in text
+    assert "- selection: the whole suite (10 benchmarks)" in text and f"`{RUN_ID}`" in text
+    # median, min, IQR (absolute and % of the median), rounds x calls, host µs, throughput, vs reference
+    assert "| B512 | triton | 40 | 36 | 4 (10%) | 15 × 1 | 7.5 | 100 GB/s | 10× |" in text
+    # median over median, in brackets q1/q3 and q3/q1
+    assert "| mix B512 | triton bandwidth / copy bandwidth | 80% (72%–88%) | ≥ 90% |" in text
+    assert "| mix B512 | triton speed-up over timm elem mode | 100.00× (90.48×–110.53×) | ≥ 20× |" in text
+    assert "| loss B512-K10-D512 | triton speed-up over reference | 6.00× (5.43×–6.63×) | ≥ 5× |" in text
+    assert "| step B128 | SEM overhead: sem / mixup (gamma=0) time | 1.30× (1.18×–1.44×) | ≤ 1.35× |" in text
+    assert "| step B128 | fastest sem_fast step over the paper-style loop | 4.00× (3.62×–4.42×) | ≥ 4× |" in text
+    assert "Not computed" not in text
+
+
+def test_a_ratio_of_rows_from_two_invocations_is_refused_not_written():
+    benches = [_bench("mix", "B512", "copy (roofline)", 32.0, gb_per_s=125.0, invocation="run-2"), *BENCHES[:2]]
+    text = section(_report("NVIDIA H100", benches), "c")
+    assert "bandwidth / copy bandwidth |" not in text
+    assert "- mix B512: triton bandwidth / copy bandwidth (copy (roofline) and triton from different runs)" in text
+    assert "rows of several runs: ratios only within one" in text
+    # ... and the table's "vs reference" column compares rows of one invocation only
+    assert "| B512 | copy (roofline) | 32 | 28.8 | 3.2 (10%) | 15 × 1 |  | 125 GB/s |  |" in text
+
+
+def test_rows_without_an_invocation_form_no_ratio():
+    benches = [_bench("mix", "B512", p, us, invocation="") for p, us in (("copy (roofline)", 32.0), ("triton", 40.0))]
+    assert "| mix B512 | triton bandwidth" not in section(_report("NVIDIA H100", benches), "c")
+
+
+def test_a_subset_run_is_marked_and_does_not_replace_the_whole_suite():
+    subset = {"subset": True, "description": "-k 'mix'", "selected": 4, "deselected": 40}
+    text = section(_report("NVIDIA H100", BENCHES[:4], subset), "pytest benchmarks -k mix")
+    assert text.startswith("## NVIDIA H100 (subset: -k 'mix')\n")
+    assert "- selection: **a subset of the suite** (-k 'mix'; 4 benchmarks selected, 40 deselected)" in text
+    whole = merge("", section(RUN, "whole run"))
+    both = merge(whole, text)
+    assert "whole run" in both and "pytest benchmarks -k mix" in both
+    again = merge(both, section(RUN, "whole run 2"))  # a whole run supersedes the subset sections
+    assert "subset" not in again and again.count("## NVIDIA H100") == 1 and "whole run 2" in again
+
+
+def test_a_json_without_recorded_selection_is_treated_as_a_subset():
+    run = _report("NVIDIA H100", BENCHES)
+    del run["machine_info"]["selection"]
+    assert section(run, "c").startswith("## NVIDIA H100 (subset?)\n")
 
 
 def test_merge_replaces_the_same_device_and_keeps_others():
     first = merge("", section(RUN, "run 1"))
-    cpu = section(_report(None, []) | {"machine_info": {"cpu": {"brand_raw": "EPYC", "count": 2}}}, "cpu run")
+    cpu = section(_report(None, []) | {"machine_info": {"cpu": {"brand_raw": "EPYC", "count": 2},
+                                                        "selection": RUN["machine_info"]["selection"]}}, "cpu run")  # fmt: skip
     both = merge(first, cpu)
     again = merge(both, section(RUN, "run 2"))
     assert again.count("## NVIDIA H100") == 1 and "run 2" in again and "run 1" not in again
@@ -55,12 +100,19 @@ def test_merge_replaces_the_same_device_and_keeps_others():
 
 
 def test_sweep_packing_gain_is_reported_against_one_process_at_a_time():
-    run = _report(
-        "NVIDIA H100",
-        [
-            _bench("sweep: trials per device-hour", "8 trials", "sequential", 90.0, img_per_s=1.0),
-            _bench("sweep: trials per device-hour", "8 trials", "1 process at a time", 100.0, img_per_s=1.0),
-            _bench("sweep: trials per device-hour", "8 trials", "packed x4", 40.0, img_per_s=1.0),
-        ],
-    )
-    assert "| sweep 8 trials | trials per device-hour, packed x4 / 1 process at a time | 2.50× | > 1× |" in section(run, "c")
+    group = "sweep: trials per device-hour"
+    run = _report("NVIDIA H100", [_bench(group, "8 trials", "sequential", 90.0, img_per_s=1.0),
+                                  _bench(group, "8 trials", "1 process at a time", 100.0, img_per_s=1.0),
+                                  _bench(group, "8 trials", "packed x4", 40.0, img_per_s=1.0)])  # fmt: skip
+    assert "| sweep 8 trials | trials per device-hour, packed x4 / 1 process at a time | 2.50× (" in section(run, "c")
+
+
+def test_two_runs_agree_when_every_rows_interquartile_ranges_overlap():
+    first = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 40.0), _bench("mix", "B512", "copy", 30.0)])
+    close = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 43.0), _bench("mix", "B512", "copy", 30.5)])
+    text, agree = compare(first, close)
+    assert agree and "| mix | B512 | triton | 40 [38, 42] | 43 [40.9, 45.1] | +7.5% | yes |" in text
+    assert "2 of 2 rows agree within their stated spread" in text
+    far = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 60.0), _bench("mix", "B512", "copy", 30.0)])
+    text, agree = compare(first, far)
+    assert not agree and "| +50.0% | **no** |" in text and "1 of 2 rows agree" in text

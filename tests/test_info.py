@@ -55,7 +55,7 @@ def test_text_report_says_whether_the_extension_was_built_and_what_is_missing(mi
 
 @pytest.mark.parametrize("command", [["-m", "sem_fast.info", "--json"], ["-m", "sem_fast", "info", "--json"]])
 def test_info_runs_as_a_module_and_as_a_subcommand(command):
-    done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert set(report["extras"]) == set(EXTRAS) and "cpu" in report["backends"]

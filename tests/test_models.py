@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from sem_fast.models import PreActResNet18, SplitModel, TimmSplit, WideResNet, split
 from sem_fast.extras import import_torchvision
+from sem_fast.models import PreActResNet18, SplitModel, TimmSplit, WideResNet, split
 
 
 def _count(model):

@@ -26,12 +26,12 @@ B, C, H, W, K = 6, 3, 13, 11, 7  # even batch (timm requires it), odd image side
 @pytest.mark.parametrize(
     ("timm_args", "expected"),
     [
-        ({}, dict(mix="mixup", alpha=1.0, mix_prob=1.0, lam_mode="batch", pairing="flip", label_smoothing=0.1)),
-        (dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch", label_smoothing=0.1,
-              num_classes=1000), dict(mix="switch", alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, mix_prob=1.0)),
-        (dict(mixup_alpha=0.0, cutmix_alpha=2.0, prob=0.5, correct_lam=False, mode="elem", label_smoothing=0.0),
-         dict(mix="cutmix", cutmix_alpha=2.0, mix_prob=0.5, correct_lam=False, lam_mode="elem", label_smoothing=0.0)),
-        (dict(mixup_alpha=0.2, cutmix_alpha=0), dict(mix="mixup", alpha=0.2)),
+        ({}, {"mix": "mixup", "alpha": 1.0, "mix_prob": 1.0, "lam_mode": "batch", "pairing": "flip", "label_smoothing": 0.1}),
+        ({"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5, "mode": "batch", "label_smoothing": 0.1,
+              "num_classes": 1000}, {"mix": "switch", "alpha": 0.8, "cutmix_alpha": 1.0, "switch_prob": 0.5, "mix_prob": 1.0}),
+        ({"mixup_alpha": 0.0, "cutmix_alpha": 2.0, "prob": 0.5, "correct_lam": False, "mode": "elem", "label_smoothing": 0.0},
+         {"mix": "cutmix", "cutmix_alpha": 2.0, "mix_prob": 0.5, "correct_lam": False, "lam_mode": "elem", "label_smoothing": 0.0}),
+        ({"mixup_alpha": 0.2, "cutmix_alpha": 0}, {"mix": "mixup", "alpha": 0.2}),
     ],
 )  # fmt: skip
 def test_from_timm_maps_each_argument_to_the_config_field(timm_args, expected):
@@ -48,17 +48,17 @@ def test_from_timm_takes_other_config_fields_and_lets_pairing_be_overridden():
 @pytest.mark.parametrize(
     ("kwargs", "error", "names"),
     [
-        (dict(mode="pair"), ValueError, "mode='pair'"),
-        (dict(mode="half"), ValueError, "mode must be"),
-        (dict(cutmix_minmax=(0.2, 0.8)), ValueError, "cutmix_minmax"),
-        (dict(multi_label=True), ValueError, "multi_label"),
-        (dict(mixup_alpha=0.0, cutmix_alpha=0.0), ValueError, "mix='none'"),
-        (dict(mixup_alpha=-1.0), ValueError, "mixup_alpha must be >= 0"),
-        (dict(cutmix_alpha="1"), TypeError, "cutmix_alpha must be a number"),
-        (dict(num_classes=0), ValueError, "num_classes"),
-        (dict(prob=1.5), ValueError, "mix_prob"),
-        (dict(mixup_alpha=1.0, alpha=0.5), TypeError, "['alpha'] are decided by timm's arguments"),
-        (dict(smoothing=0.1), TypeError, "['smoothing'] are neither timm Mixup arguments nor SEMConfig fields"),
+        ({"mode": "pair"}, ValueError, "mode='pair'"),
+        ({"mode": "half"}, ValueError, "mode must be"),
+        ({"cutmix_minmax": (0.2, 0.8)}, ValueError, "cutmix_minmax"),
+        ({"multi_label": True}, ValueError, "multi_label"),
+        ({"mixup_alpha": 0.0, "cutmix_alpha": 0.0}, ValueError, "mix='none'"),
+        ({"mixup_alpha": -1.0}, ValueError, "mixup_alpha must be >= 0"),
+        ({"cutmix_alpha": "1"}, TypeError, "cutmix_alpha must be a number"),
+        ({"num_classes": 0}, ValueError, "num_classes"),
+        ({"prob": 1.5}, ValueError, "mix_prob"),
+        ({"mixup_alpha": 1.0, "alpha": 0.5}, TypeError, "['alpha'] are decided by timm's arguments"),
+        ({"smoothing": 0.1}, TypeError, "['smoothing'] are neither timm Mixup arguments nor SEMConfig fields"),
     ],
 )  # fmt: skip
 def test_from_timm_refuses_by_name(kwargs, error, names):
@@ -102,11 +102,11 @@ def _batch(seed: int):
 
 
 TIMM_CASES = [
-    dict(mixup_alpha=1.0, cutmix_alpha=0.0, mode="batch", label_smoothing=0.1),
-    dict(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", label_smoothing=0.0),
-    dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="batch", switch_prob=0.5, label_smoothing=0.1),
-    dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", switch_prob=0.5, prob=0.7, label_smoothing=0.1),
-    dict(mixup_alpha=0.0, cutmix_alpha=0.5, mode="elem", correct_lam=False, label_smoothing=0.2),
+    {"mixup_alpha": 1.0, "cutmix_alpha": 0.0, "mode": "batch", "label_smoothing": 0.1},
+    {"mixup_alpha": 0.0, "cutmix_alpha": 1.0, "mode": "batch", "label_smoothing": 0.0},
+    {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "mode": "batch", "switch_prob": 0.5, "label_smoothing": 0.1},
+    {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "mode": "elem", "switch_prob": 0.5, "prob": 0.7, "label_smoothing": 0.1},
+    {"mixup_alpha": 0.0, "cutmix_alpha": 0.5, "mode": "elem", "correct_lam": False, "label_smoothing": 0.2},
 ]
 
 
@@ -134,7 +134,7 @@ def test_fused_cross_entropy_equals_timm_soft_target_cross_entropy(seed):
     from timm.loss import SoftTargetCrossEntropy
 
     images, labels = _batch(seed)
-    timm_args = dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", label_smoothing=0.1)
+    timm_args = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "mode": "elem", "label_smoothing": 0.1}
     mixer = timm_mixup.Mixup(**timm_args, num_classes=K)
     draw = _timm_draw(mixer, images, seed)
     np.random.seed(seed)
@@ -197,18 +197,18 @@ def test_soft_targets_by_hand_rows_sum_to_one():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        (dict(labels=torch.tensor([0.0, 1.0])), TypeError, "labels must be int64 or int32"),
-        (dict(labels=[0, 1]), TypeError, "labels must be a torch.Tensor"),
-        (dict(labels=torch.tensor([0, 3])), ValueError, r"labels must lie in \[0, 3\)"),
-        (dict(num_classes=0), ValueError, "num_classes must be a positive int"),
-        (dict(label_smoothing=1.0), ValueError, r"label_smoothing must lie in \[0, 1\)"),
-        (dict(draw=MixDraw(torch.tensor([0, 0]), torch.ones(2), torch.zeros(2, 4, dtype=torch.int32),
-                           torch.zeros(2, dtype=torch.bool))), ValueError, "draw.perm must be a permutation"),
+        ({"labels": torch.tensor([0.0, 1.0])}, TypeError, "labels must be int64 or int32"),
+        ({"labels": [0, 1]}, TypeError, "labels must be a torch.Tensor"),
+        ({"labels": torch.tensor([0, 3])}, ValueError, r"labels must lie in \[0, 3\)"),
+        ({"num_classes": 0}, ValueError, "num_classes must be a positive int"),
+        ({"label_smoothing": 1.0}, ValueError, r"label_smoothing must lie in \[0, 1\)"),
+        ({"draw": MixDraw(torch.tensor([0, 0]), torch.ones(2), torch.zeros(2, 4, dtype=torch.int32),
+                           torch.zeros(2, dtype=torch.bool))}, ValueError, "draw.perm must be a permutation"),
     ],
 )  # fmt: skip
 def test_soft_targets_refuses_bad_input_by_name(kwargs, error, message):
-    args = dict(labels=torch.tensor([0, 1]), num_classes=3, label_smoothing=0.0,
-                draw=MixDraw(torch.tensor([1, 0]), torch.full((2,), 0.5), torch.zeros(2, 4, dtype=torch.int32),
-                             torch.zeros(2, dtype=torch.bool)))  # fmt: skip
+    args = {"labels": torch.tensor([0, 1]), "num_classes": 3, "label_smoothing": 0.0,
+                "draw": MixDraw(torch.tensor([1, 0]), torch.full((2,), 0.5), torch.zeros(2, 4, dtype=torch.int32),
+                             torch.zeros(2, dtype=torch.bool))}  # fmt: skip
     with pytest.raises(error, match=message):
         soft_targets(**{**args, **kwargs})

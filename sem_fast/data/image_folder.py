@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from sem_fast.data.datasets import ArrayDataset, FileDataset
-from sem_fast.extras import require
 from sem_fast.data.errors import DatasetFormatError, DatasetNotFoundError
+from sem_fast.extras import require
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # torchvision's RandomResizedCrop defaults: area fraction and aspect-ratio range, attempts.

@@ -5,6 +5,7 @@ deselected) goes into ``machine_info["selection"]``, so that `benchmarks.report`
 part of the suite as a subset in RESULTS.md instead of passing it off as the whole.
 """
 
+import os
 import platform
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from benchmarks.harness import INVOCATION, ROWS, format_table
 BENCHMARKS = Path(__file__).resolve().parent
 _DESELECTED: list[int] = []
 _SELECTED: list[int] = []
+LOAD_AT_START = os.getloadavg()[0]
 
 
 def pytest_deselected(items):
@@ -47,6 +49,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         machine_info["triton"] = None
     machine_info["python"] = platform.python_version()
     machine_info["invocation"] = INVOCATION
+    machine_info["load_average"] = {"start": LOAD_AT_START, "end": os.getloadavg()[0]}
     machine_info["selection"] = selection(config)
 
 

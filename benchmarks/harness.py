@@ -15,9 +15,14 @@ kernel is worthless). Then `measure`:
    256 MB write, as ``triton.testing.do_bench`` does), the GPU time of the round comes from CUDA
    events and the host time (enqueueing the calls) from ``time.perf_counter``, with no
    synchronization inside or between rounds. CPU: wall-clock time of the round;
-4. records the spread over rounds (min, quartiles, IQR) per call, the rounds and calls, and the
-   invocation (one id per pytest process), so that the report states its spread and only forms
-   ratios of rows timed in the same run.
+4. drops the rounds that other processes disturbed: a round during which this process's threads
+   waited on the CPU run queue (Linux ``/proc/self/task/*/schedstat``) for more than
+   `CONTENTION_LIMIT` of its time is timed again, up to `MAX_ROUND_FACTOR` times the rounds
+   asked for; a row left with fewer than `MIN_CLEAN_ROUNDS` undisturbed rounds keeps them all and
+   is marked contended (on a shared machine two runs otherwise differ by several times);
+5. records the spread over the kept rounds (min, quartiles, IQR) per call, the rounds, calls and
+   dropped rounds, and the invocation (one id per pytest process), so that the report states its
+   spread and only forms ratios of rows timed in the same run.
 
 With ``--benchmark-disable`` ``fn`` runs once untimed (twice when the first call compiled: the
 second must compile nothing), so the suite doubles as a quick correctness and recompile gate.
@@ -54,13 +59,23 @@ L2_FLUSH_BYTES = 256 * 2**20
 #: Default rounds: CUDA rounds are one call each (the L2 flush precedes every call, as in
 #: do_bench); CPU rounds are milliseconds, 15 of them give quartiles that two runs reproduce.
 DEFAULT_ROUNDS = {"cuda": 100, "cpu": 15}
+#: A round is disturbed when this process's threads waited on the run queue for more than this
+#: share of its wall time (measured: a quiet 2-core machine waits < 0.5%; with 5 runnable
+#: processes on it, rounds wait 10-50% and time 2-8x slower).
+CONTENTION_LIMIT = 0.02
+#: Rounds tried, as a multiple of the rounds asked for, to collect undisturbed ones.
+MAX_ROUND_FACTOR = 8
+#: Fewest undisturbed rounds a spread is computed from; with fewer, every round is kept and the
+#: row is marked contended.
+MIN_CLEAN_ROUNDS = 5
 #: One id per pytest process: the report forms a ratio only of two rows with the same id.
 INVOCATION = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
 class Spread:
-    """Time per call over the timed rounds, in µs: ``min``, quartiles ``q1 <= median <= q3``."""
+    """Time per call over the timed rounds, in µs: ``min``, quartiles ``q1 <= median <= q3``;
+    ``dropped``: disturbed rounds left out; ``contended``: too few undisturbed rounds, all kept."""
 
     min: float
     q1: float
@@ -68,19 +83,19 @@ class Spread:
     q3: float
     rounds: int
     calls: int
+    dropped: int = 0
+    contended: bool = False
 
     @property
     def iqr(self) -> float:
         return self.q3 - self.q1
 
     @classmethod
-    def of(cls, seconds_per_call: Sequence[float], calls: int) -> Spread:
+    def of(cls, seconds_per_call: Sequence[float], calls: int, dropped: int = 0, contended: bool = False) -> Spread:
         """The spread of per-call times (seconds) of ``len(seconds_per_call)`` rounds."""
         us = sorted(s * 1e6 for s in seconds_per_call)
-        if len(us) == 1:
-            return cls(us[0], us[0], us[0], us[0], 1, calls)
-        q1, median, q3 = statistics.quantiles(us, n=4, method="inclusive")
-        return cls(us[0], q1, median, q3, len(us), calls)
+        q1, median, q3 = statistics.quantiles(us, n=4, method="inclusive") if len(us) > 1 else us * 3
+        return cls(us[0], q1, median, q3, len(us), calls, dropped, contended)
 
 
 @dataclass
@@ -176,6 +191,23 @@ def _check_no_host_sync(fn: Callable[[], object], dev: torch.device, provider: s
         torch.cuda.set_sync_debug_mode("default")
 
 
+def run_queue_wait() -> float:
+    """Seconds this process's threads have waited on a CPU run queue so far (Linux schedstat;
+    0 where it cannot be read, so that no round counts as disturbed)."""
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):  # the thread exited, or no schedstat
+            continue
+    return total / 1e9
+
+
 _L2_FLUSH: list[torch.Tensor] = []
 
 
@@ -221,33 +253,38 @@ def measure(
     if not host_syncs:
         _check_no_host_sync(fn, dev, provider)
     wall: list[float] = []
+    disturbed: list[bool] = []
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
-    def run_round() -> None:
-        if dev.type == "cuda":
-            _flush_l2(dev)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        wall.append(time.perf_counter() - t0)
-        if dev.type == "cuda":
-            end.record()
-            events.append((start, end))
+    def timed_rounds() -> None:
+        while disturbed.count(False) < rounds and len(disturbed) < rounds * MAX_ROUND_FACTOR:
+            if dev.type == "cuda":
+                _flush_l2(dev)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            waited = run_queue_wait()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            wall.append(time.perf_counter() - t0)
+            disturbed.append(run_queue_wait() - waited > CONTENTION_LIMIT * wall[-1])
+            if dev.type == "cuda":
+                end.record()
+                events.append((start, end))
 
     before = compile_counts()
-    benchmark.pedantic(run_round, rounds=rounds, warmup_rounds=1)
+    benchmark.pedantic(timed_rounds, rounds=1, iterations=1)  # pytest-benchmark's own stats go unused
     synchronize(dev)
     _check_compiles(before, provider, may_compile=False)
-    wall, events = wall[1:], events[1:]  # the warm-up round
-    host = None
-    if dev.type == "cuda":
-        host, seconds = wall, [start.elapsed_time(end) / 1e3 for start, end in events]
-    else:
-        seconds = wall
-    record(benchmark, [s / calls for s in seconds], calls=calls, items=items, bytes_moved=bytes_moved,
-           host_seconds=None if host is None else [s / calls for s in host])  # fmt: skip
+    seconds = [start.elapsed_time(end) / 1e3 for start, end in events] if dev.type == "cuda" else wall
+    keep = [not d for d in disturbed]
+    contended = sum(keep) < min(rounds, MIN_CLEAN_ROUNDS)
+    if contended:
+        keep = [True] * len(keep)
+    kept = [s / calls for s, k in zip(seconds, keep) if k]
+    host = [s / calls for s, k in zip(wall, keep) if k] if dev.type == "cuda" else None
+    record(benchmark, kept, calls=calls, items=items, bytes_moved=bytes_moved, host_seconds=host,
+           dropped=len(keep) - sum(keep), contended=contended)  # fmt: skip
 
 
 def record(
@@ -258,16 +295,18 @@ def record(
     items: int | None = None,
     bytes_moved: int | None = None,
     host_seconds: Sequence[float] | None = None,
+    dropped: int = 0,
+    contended: bool = False,
 ) -> Row:
     """Record timed rounds (seconds per call, one value per round) of the benchmark whose ``group``
     and ``extra_info`` case/provider are set: the spread, img/s (``items`` per call) and GB/s
     (``bytes_moved`` per call) at the median, into the JSON's ``extra_info`` and as a `Row`."""
     info = benchmark.extra_info
     info.setdefault("invocation", INVOCATION)
-    spread = Spread.of(seconds_per_call, calls)
+    spread = Spread.of(seconds_per_call, calls, dropped, contended)
     seconds = spread.median / 1e6
     info.update(calls_per_round=calls, rounds=spread.rounds, us_per_call=spread.median, us_min=spread.min,
-                us_q1=spread.q1, us_q3=spread.q3)  # fmt: skip
+                us_q1=spread.q1, us_q3=spread.q3, dropped_rounds=dropped, contended=contended)  # fmt: skip
     host_us = statistics.median(host_seconds) * 1e6 if host_seconds else None
     if host_us is not None:
         info["host_us_per_call"] = host_us
@@ -306,12 +345,20 @@ def format_table(rows: list[Row], baseline: str = "reference") -> str:
             s, ref = r.spread, base.get((r.case, r.invocation))
             n = format_number
             cells = [r.case, r.provider, n(r.us_per_call)]
-            cells += [n(s.min), f"{n(s.iqr)} ({s.iqr / s.median:.0%})", f"{s.rounds} × {s.calls}"] if s else [""] * 3
+            cells += [n(s.min), f"{n(s.iqr)} ({s.iqr / s.median:.0%})", _rounds(s)] if s else [""] * 3
             cells += [n(r.host_us) if r.host_us is not None else ""] * host
             cells.append(f"{n(r.throughput)} {r.unit}" if r.throughput is not None else "")
             cells.append(f"{n(ref / r.us_per_call)}×" if ref is not None else "")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _rounds(s: Spread) -> str:
+    """``rounds × calls``, with the disturbed rounds dropped, or a contended row marked."""
+    text = f"{s.rounds} × {s.calls}"
+    if s.contended:
+        return text + " **contended**"
+    return text + f" (+{s.dropped} disturbed)" if s.dropped else text
 
 
 def format_number(v: float) -> str:

@@ -46,7 +46,7 @@ def load_rows(report: dict) -> list[Row]:
         spread = None
         if "us_q1" in info:
             spread = Spread(info["us_min"], info["us_q1"], info["us_per_call"], info["us_q3"], info["rounds"],
-                            info["calls_per_round"])  # fmt: skip
+                            info["calls_per_round"], info.get("dropped_rounds", 0), info.get("contended", False))  # fmt: skip
         rows.append(Row(bench["group"], info["case"], info["provider"], info["us_per_call"], throughput, unit, spread,
                         info.get("host_us_per_call"), info.get("invocation", "")))  # fmt: skip
     return rows
@@ -78,6 +78,8 @@ class Ratios:
         text = fmt(num.us_per_call / den.us_per_call)
         if num.spread and den.spread:
             text += f" ({fmt(num.spread.q1 / den.spread.q3)}–{fmt(num.spread.q3 / den.spread.q1)})"
+            if num.spread.contended or den.spread.contended:
+                text += " **contended**"
         self.lines.append(f"| {label} | {what} | {text} | {target} |")
 
 
@@ -137,6 +139,14 @@ def _selection_line(m: dict) -> tuple[str, str]:
     return f" (subset: {what})", bullet
 
 
+def _load_line(m: dict) -> str:
+    load = m.get("load_average")
+    if load is None:
+        return "- load average: not recorded"
+    cores = m.get("cpu", {}).get("count", "?")
+    return f"- load average (1 min) of the machine: {load['start']:.1f} at the start, {load['end']:.1f} at the end ({cores} cores)"
+
+
 def section(report: dict, command: str) -> str:
     m = report["machine_info"]
     rows = load_rows(report)
@@ -159,7 +169,9 @@ def section(report: dict, command: str) -> str:
         + (" (rows of several runs: ratios only within one)" if len(invocations) > 1 else ""),
         "- times: median per call over the timed rounds, after warm-up calls until nothing compiles; "
         + ("GPU time from CUDA events with the L2 flushed before each round, host time (enqueueing) apart"
-           if m.get("cuda_device") else "wall-clock time"),
+           if m.get("cuda_device") else "wall-clock time")
+        + "; rounds in which other processes held the CPU are dropped (counted as disturbed)",
+        _load_line(m),
         format_table(rows),
         *ratios,
         "",

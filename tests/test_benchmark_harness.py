@@ -30,8 +30,8 @@ class FakeBenchmark:
     def __call__(self, fn):
         return fn()
 
-    def pedantic(self, fn, rounds, warmup_rounds):
-        for _ in range(warmup_rounds + rounds):
+    def pedantic(self, fn, rounds=1, iterations=1, warmup_rounds=0):
+        for _ in range(warmup_rounds + rounds * iterations):
             fn()
 
 
@@ -88,14 +88,49 @@ def test_a_recompile_during_the_timed_rounds_fails_the_benchmark():
         measure(FakeBenchmark(), fn, dev=CPU, group="g", case="c", provider="late", rounds=3)
 
 
+def _run_queue(monkeypatch, disturbed_rounds):
+    """Fake schedstat: round ``i`` (0-based) waits 1 s on the run queue if ``disturbed_rounds(i)``."""
+    reads, waited = iter(range(10**6)), [0.0]
+
+    def wait() -> float:
+        i = next(reads)
+        if i % 2 == 1 and disturbed_rounds(i // 2):  # the read after round i // 2
+            waited[0] += 1.0
+        return waited[0]
+
+    monkeypatch.setattr(harness, "run_queue_wait", wait)
+
+
+def _measure_cos(rounds=5) -> dict:
+    bench, x = FakeBenchmark(), torch.ones(1000)
+    measure(bench, lambda: x.cos(), dev=CPU, group="g", case="c", provider="cos", rounds=rounds)
+    return bench.extra_info
+
+
+def test_rounds_other_processes_disturbed_are_dropped_and_timed_again(monkeypatch):
+    _run_queue(monkeypatch, lambda i: i in (1, 3))
+    info = _measure_cos()
+    assert (info["rounds"], info["dropped_rounds"], info["contended"]) == (5, 2, False)
+    _run_queue(monkeypatch, lambda i: i % 20 != 0)  # 6 undisturbed of the 15 x 8 tried: enough, kept
+    info = _measure_cos(rounds=15)
+    assert (info["rounds"], info["dropped_rounds"], info["contended"]) == (6, 114, False)
+
+
+def test_a_row_without_enough_undisturbed_rounds_keeps_all_and_is_marked_contended(monkeypatch):
+    _run_queue(monkeypatch, lambda i: i % 30 != 0)  # 4 of the 15 x 8 rounds tried undisturbed
+    info = _measure_cos(rounds=15)
+    assert (info["rounds"], info["dropped_rounds"], info["contended"]) == (15 * harness.MAX_ROUND_FACTOR, 0, True)
+
+
 def test_measure_records_the_spread_rounds_and_invocation(monkeypatch):
     monkeypatch.setattr(harness, "ROWS", [])
+    _run_queue(monkeypatch, lambda i: False)
     bench = FakeBenchmark()
     x = torch.ones(1000)
     measure(bench, lambda: x.cos(), dev=CPU, group="g", case="c", provider="cos", items=1000, bytes_moved=8000,
             calls=3, rounds=5)  # fmt: skip
     info = bench.extra_info
-    assert (info["rounds"], info["calls_per_round"], info["warmup_calls"]) == (5, 3, 1)
+    assert (info["rounds"], info["calls_per_round"], info["warmup_calls"], info["dropped_rounds"]) == (5, 3, 1, 0)
     assert info["us_min"] <= info["us_q1"] <= info["us_per_call"] <= info["us_q3"]
     assert info["invocation"] == harness.INVOCATION and info["gb_per_s"] == pytest.approx(8 / info["us_per_call"])
     (row,) = harness.ROWS

@@ -18,7 +18,7 @@ kernel is worthless). Then `measure`:
 4. drops the rounds that other processes disturbed: a round during which this process's threads
    waited on the CPU run queue (Linux ``/proc/self/task/*/schedstat``) for more than
    `CONTENTION_LIMIT` of its time is timed again, up to `MAX_ROUND_FACTOR` times the rounds
-   asked for; a row left with fewer than `MIN_CLEAN_ROUNDS` undisturbed rounds keeps them all and
+   asked for or `RETIME_BUDGET_S` of timing; a row left with fewer than `MIN_CLEAN_ROUNDS` undisturbed rounds keeps them all and
    is marked contended (on a shared machine two runs otherwise differ by several times);
 5. records the spread over the kept rounds (min, quartiles, IQR) per call, the rounds, calls and
    dropped rounds, and the invocation (one id per pytest process), so that the report states its
@@ -63,8 +63,11 @@ DEFAULT_ROUNDS = {"cuda": 100, "cpu": 15}
 #: share of its wall time (measured: a quiet 2-core machine waits < 0.5%; with 5 runnable
 #: processes on it, rounds wait 10-50% and time 2-8x slower).
 CONTENTION_LIMIT = 0.02
-#: Rounds tried, as a multiple of the rounds asked for, to collect undisturbed ones.
+#: Rounds tried, as a multiple of the rounds asked for, to collect undisturbed ones, and the
+#: seconds of timed rounds after which disturbed ones are no longer retimed (keeps a CPU run on a
+#: busy machine within minutes: the rounds asked for always run).
 MAX_ROUND_FACTOR = 8
+RETIME_BUDGET_S = 10.0
 #: Fewest undisturbed rounds a spread is computed from; with fewer, every round is kept and the
 #: row is marked contended.
 MIN_CLEAN_ROUNDS = 5
@@ -256,8 +259,13 @@ def measure(
     disturbed: list[bool] = []
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
+    def more_rounds() -> bool:
+        if disturbed.count(False) >= rounds:
+            return False
+        return len(disturbed) < rounds or (len(disturbed) < rounds * MAX_ROUND_FACTOR and sum(wall) < RETIME_BUDGET_S)
+
     def timed_rounds() -> None:
-        while disturbed.count(False) < rounds and len(disturbed) < rounds * MAX_ROUND_FACTOR:
+        while more_rounds():
             if dev.type == "cuda":
                 _flush_l2(dev)
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

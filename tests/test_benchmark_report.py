@@ -112,7 +112,11 @@ def test_two_runs_agree_when_every_rows_interquartile_ranges_overlap():
     close = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 43.0), _bench("mix", "B512", "copy", 30.5)])
     text, agree = compare(first, close)
     assert agree and "| mix | B512 | triton | 40 [38, 42] | 43 [40.9, 45.1] | +7.5% | yes |" in text
-    assert "2 of 2 rows agree within their stated spread" in text
+    assert "2 of 2 rows agree within their stated spread" in text and "; 0 rows contended" in text
     far = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 60.0), _bench("mix", "B512", "copy", 30.0)])
     text, agree = compare(first, far)
     assert not agree and "| +50.0% | **no** |" in text and "1 of 2 rows agree" in text
+    contended = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 60.0, contended=True),
+                                        _bench("mix", "B512", "copy", 30.0)])  # fmt: skip
+    text, agree = compare(first, contended)
+    assert agree and "| +50.0% | contended run 2 |" in text and "1 of 1 rows agree" in text

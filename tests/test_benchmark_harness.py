@@ -82,8 +82,10 @@ def test_untimed_run_fails_a_provider_whose_second_call_compiles_again():
 def test_a_recompile_during_the_timed_rounds_fails_the_benchmark():
     f = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
     calls = iter(range(1000))
-    # warm on shape 3 (the first two calls), then a new shape in the timed rounds
-    fn = lambda: f(torch.ones(3 if next(calls) < 3 else 4))  # noqa: E731
+
+    def fn():  # warm on shape 3 (the first calls), then a new shape in the timed rounds
+        return f(torch.ones(3 if next(calls) < 3 else 4))
+
     with pytest.raises(pytest.fail.Exception, match="compiled 1 new graph"):
         measure(FakeBenchmark(), fn, dev=CPU, group="g", case="c", provider="late", rounds=3)
 

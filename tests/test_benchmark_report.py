@@ -16,9 +16,9 @@ def _bench(group, case, provider, us, *, q=(0.95, 1.05), invocation=RUN_ID, **ex
 
 def _report(device, benches, selection=None):
     selection = selection or {"subset": False, "description": "", "selected": len(benches), "deselected": 0}
+    machine = {"cuda_device": device, "torch": "2.11", "triton": "3.6", "python": "3.11", "selection": selection}
     return {
-        "machine_info": {"cuda_device": device, "torch": "2.11", "triton": "3.6", "python": "3.11",
-                         "selection": selection},  # fmt: skip
+        "machine_info": machine,
         "commit_info": {"id": "0123456789abcdef", "dirty": False},
         "datetime": "2026-11-25T00:00:00",
         "benchmarks": benches,

@@ -95,7 +95,7 @@ def test_bad_prefetch_raises():
 
 def test_missing_dali_raises_an_import_error_naming_the_wheel(monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)
-    with pytest.raises(ImportError, match="pip install nvidia-dali-cuda130"):
+    with pytest.raises(ImportError, match=r"pip install \"sem_fast\[dali\]\" \(nvidia-dali-cuda130, CUDA 13\)"):
         _import_dali()
 
 

@@ -25,12 +25,12 @@ def _exit(argv, capsys):
 
 def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "sem_fast.train", "--help"], capture_output=True, text=True, check=False)
-    assert result.returncode == 0 and "{train,eval,recipes,sweep}" in result.stdout
+    assert result.returncode == 0 and "{train,eval,recipes,sweep,info}" in result.stdout
 
 
 def test_package_entry_point_prints_the_same_help():
     result = subprocess.run([sys.executable, "-m", "sem_fast", "--help"], capture_output=True, text=True, check=False)
-    assert result.returncode == 0 and "{train,eval,recipes,sweep}" in result.stdout
+    assert result.returncode == 0 and "{train,eval,recipes,sweep,info}" in result.stdout
     assert result.stdout.startswith("usage: sem-fast ")
 
 

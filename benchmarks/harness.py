@@ -18,8 +18,8 @@ kernel is worthless). Then `measure`:
 4. drops the rounds that other processes disturbed: a round during which this process's threads
    waited on the CPU run queue (Linux ``/proc/self/task/*/schedstat``) for more than
    `CONTENTION_LIMIT` of its time is timed again, up to `MAX_ROUND_FACTOR` times the rounds
-   asked for or `RETIME_BUDGET_S` of timing; a row left with fewer than `MIN_CLEAN_ROUNDS` undisturbed rounds keeps them all and
-   is marked contended (on a shared machine two runs otherwise differ by several times);
+   asked for or `RETIME_BUDGET_S` of timing; a row left with fewer than `MIN_CLEAN_ROUNDS`
+   undisturbed rounds keeps them all and is marked contended (on a shared machine two runs otherwise differ by several times);
 5. records the spread over the kept rounds (min, quartiles, IQR) per call, the rounds, calls and
    dropped rounds, and the invocation (one id per pytest process), so that the report states its
    spread and only forms ratios of rows timed in the same run.

@@ -46,7 +46,8 @@ def load_rows(report: dict) -> list[Row]:
         spread = None
         if "us_q1" in info:
             spread = Spread(info["us_min"], info["us_q1"], info["us_per_call"], info["us_q3"], info["rounds"],
-                            info["calls_per_round"], info.get("dropped_rounds", 0), info.get("contended", False))  # fmt: skip
+                            info["calls_per_round"], info.get("dropped_rounds", 0),
+                            info.get("contended", False))  # fmt: skip
         rows.append(Row(bench["group"], info["case"], info["provider"], info["us_per_call"], throughput, unit, spread,
                         info.get("host_us_per_call"), info.get("invocation", "")))  # fmt: skip
     return rows
@@ -144,7 +145,8 @@ def _load_line(m: dict) -> str:
     if load is None:
         return "- load average: not recorded"
     cores = m.get("cpu", {}).get("count", "?")
-    return f"- load average (1 min) of the machine: {load['start']:.1f} at the start, {load['end']:.1f} at the end ({cores} cores)"
+    return (f"- load average (1 min) of the machine: {load['start']:.1f} at the start, {load['end']:.1f} at the end "
+            f"({cores} cores)")  # fmt: skip
 
 
 def section(report: dict, command: str) -> str:
@@ -202,7 +204,8 @@ def compare(first: dict, second: dict) -> tuple[str, bool]:
         lines.append("| " + " | ".join(cells) + " |")
     held = len(shared) - contended
     lines.append(f"\n{agree} of {held} rows agree within their stated spread (interquartile ranges overlap); "
-                 f"{contended} rows contended in a run (other processes held the CPU in most rounds) not held to it.")  # fmt: skip
+                 f"{contended} rows contended in a run (other processes held the CPU in most rounds) "
+                 "not held to it.")  # fmt: skip
     return "\n".join(lines), agree == held
 
 

@@ -5,7 +5,7 @@ A leaf module (no sem_fast imports, so `sem_fast.config` can use it). Each argum
 
 | timm ``Mixup`` argument | SEMConfig |
 | --- | --- |
-| ``mixup_alpha``, ``cutmix_alpha`` (0 = off) | ``mix`` ``'mixup'``/``'cutmix'``/``'switch'`` (both on), ``alpha``, ``cutmix_alpha`` |
+| ``mixup_alpha``, ``cutmix_alpha`` (0 = off) | ``mix`` (``'switch'`` with both on), ``alpha``, ``cutmix_alpha`` |
 | ``prob`` | ``mix_prob`` |
 | ``switch_prob`` | ``switch_prob`` (with both on) |
 | ``mode`` ``'batch'``/``'elem'`` | ``lam_mode``; partners as timm's: ``pairing='flip'`` (sample ``b`` with ``B-1-b``) |

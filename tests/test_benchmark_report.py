@@ -52,7 +52,9 @@ def test_section_has_the_device_commit_command_selection_tables_with_spread_and_
     assert "| mix B512 | triton speed-up over timm elem mode | 100.00× (90.48×–110.53×) | ≥ 20× |" in text
     assert "| loss B512-K10-D512 | triton speed-up over reference | 6.00× (5.43×–6.63×) | ≥ 5× |" in text
     assert "| step B128 | SEM overhead: sem / mixup (gamma=0) time | 1.30× (1.18×–1.44×) | ≤ 1.35× |" in text
-    assert "| step B128 | fastest sem_fast step over the paper-style loop | 4.00× (3.62×–4.42×) | ≥ 4× |" in text
+    assert "| step B128 | fastest sem_fast step over the paper-style loop | 4.00× (3.62×–4.42×) | ≥ 4× |" in (
+        text
+    )
     assert "Not computed" not in text
 
 
@@ -91,8 +93,8 @@ def test_a_json_without_recorded_selection_is_treated_as_a_subset():
 
 def test_merge_replaces_the_same_device_and_keeps_others():
     first = merge("", section(RUN, "run 1"))
-    cpu = section(_report(None, []) | {"machine_info": {"cpu": {"brand_raw": "EPYC", "count": 2},
-                                                        "selection": RUN["machine_info"]["selection"]}}, "cpu run")  # fmt: skip
+    cpu_machine = {"cpu": {"brand_raw": "EPYC", "count": 2}, "selection": RUN["machine_info"]["selection"]}
+    cpu = section(_report(None, []) | {"machine_info": cpu_machine}, "cpu run")
     both = merge(first, cpu)
     again = merge(both, section(RUN, "run 2"))
     assert again.count("## NVIDIA H100") == 1 and "run 2" in again and "run 1" not in again

@@ -26,11 +26,15 @@ B, C, H, W, K = 6, 3, 13, 11, 7  # even batch (timm requires it), odd image side
 @pytest.mark.parametrize(
     ("timm_args", "expected"),
     [
-        ({}, {"mix": "mixup", "alpha": 1.0, "mix_prob": 1.0, "lam_mode": "batch", "pairing": "flip", "label_smoothing": 0.1}),
-        ({"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5, "mode": "batch", "label_smoothing": 0.1,
-              "num_classes": 1000}, {"mix": "switch", "alpha": 0.8, "cutmix_alpha": 1.0, "switch_prob": 0.5, "mix_prob": 1.0}),
-        ({"mixup_alpha": 0.0, "cutmix_alpha": 2.0, "prob": 0.5, "correct_lam": False, "mode": "elem", "label_smoothing": 0.0},
-         {"mix": "cutmix", "cutmix_alpha": 2.0, "mix_prob": 0.5, "correct_lam": False, "lam_mode": "elem", "label_smoothing": 0.0}),
+        ({}, {"mix": "mixup", "alpha": 1.0, "mix_prob": 1.0, "lam_mode": "batch", "pairing": "flip",
+              "label_smoothing": 0.1}),
+        ({"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5, "mode": "batch",
+          "label_smoothing": 0.1, "num_classes": 1000},
+         {"mix": "switch", "alpha": 0.8, "cutmix_alpha": 1.0, "switch_prob": 0.5, "mix_prob": 1.0}),
+        ({"mixup_alpha": 0.0, "cutmix_alpha": 2.0, "prob": 0.5, "correct_lam": False, "mode": "elem",
+          "label_smoothing": 0.0},
+         {"mix": "cutmix", "cutmix_alpha": 2.0, "mix_prob": 0.5, "correct_lam": False, "lam_mode": "elem",
+          "label_smoothing": 0.0}),
         ({"mixup_alpha": 0.2, "cutmix_alpha": 0}, {"mix": "mixup", "alpha": 0.2}),
     ],
 )  # fmt: skip

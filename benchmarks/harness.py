@@ -19,7 +19,8 @@ kernel is worthless). Then `measure`:
    waited on the CPU run queue (Linux ``/proc/self/task/*/schedstat``) for more than
    `CONTENTION_LIMIT` of its time is timed again, up to `MAX_ROUND_FACTOR` times the rounds
    asked for or `RETIME_BUDGET_S` of timing; a row left with fewer than `MIN_CLEAN_ROUNDS`
-   undisturbed rounds keeps them all and is marked contended (on a shared machine two runs otherwise differ by several times);
+   undisturbed rounds keeps them all and is marked contended (on a shared machine two runs
+   otherwise differ by several times);
 5. records the spread over the kept rounds (min, quartiles, IQR) per call, the rounds, calls and
    dropped rounds, and the invocation (one id per pytest process), so that the report states its
    spread and only forms ratios of rows timed in the same run.
@@ -266,19 +267,20 @@ def measure(
 
     def timed_rounds() -> None:
         while more_rounds():
-            if dev.type == "cuda":
+            waited = run_queue_wait()
+            if dev.type == "cuda":  # the events bracket the calls alone: nothing the host does in between
                 _flush_l2(dev)
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-            waited = run_queue_wait()
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
-            wall.append(time.perf_counter() - t0)
-            disturbed.append(run_queue_wait() - waited > CONTENTION_LIMIT * wall[-1])
+            elapsed = time.perf_counter() - t0  # on CUDA: the host's time to enqueue the calls
             if dev.type == "cuda":
                 end.record()
                 events.append((start, end))
+            wall.append(elapsed)
+            disturbed.append(run_queue_wait() - waited > CONTENTION_LIMIT * elapsed)
 
     before = compile_counts()
     benchmark.pedantic(timed_rounds, rounds=1, iterations=1)

@@ -11,12 +11,19 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import INVOCATION, ROWS, format_table
+from benchmarks.harness import INVOCATION, ROWS, format_table, steady_allocator
 
 BENCHMARKS = Path(__file__).resolve().parent
 _DESELECTED: list[int] = []
 _SELECTED: list[int] = []
 LOAD_AT_START = os.getloadavg()[0]
+_ALLOCATOR: list[str | None] = []
+
+
+def pytest_configure(config):
+    """Timed runs fix the CPU allocator before any benchmark allocates (`steady_allocator`)."""
+    if not config.getoption("benchmark_disable", False):
+        _ALLOCATOR.append(steady_allocator())
 
 
 def pytest_deselected(items):
@@ -50,6 +57,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["python"] = platform.python_version()
     machine_info["invocation"] = INVOCATION
     machine_info["load_average"] = {"start": LOAD_AT_START, "end": os.getloadavg()[0]}
+    machine_info["allocator"] = _ALLOCATOR[0] if _ALLOCATOR else None
     machine_info["selection"] = selection(config)
 
 

@@ -172,7 +172,8 @@ def section(report: dict, command: str) -> str:
         "- times: median per call over the timed rounds, after warm-up calls until nothing compiles; "
         + ("GPU time from CUDA events with the L2 flushed before each round, host time (enqueueing) apart"
            if m.get("cuda_device") else "wall-clock time")
-        + "; rounds in which other processes held the CPU are dropped (counted as disturbed)",
+        + "; rounds in which other processes held the CPU are dropped (counted as disturbed)"
+        + (f"; {m['allocator']}" if m.get("allocator") else ""),
         _load_line(m),
         format_table(rows),
         *ratios,

@@ -137,3 +137,13 @@ def test_measure_records_the_spread_rounds_and_invocation(monkeypatch):
     assert info["invocation"] == harness.INVOCATION and info["gb_per_s"] == pytest.approx(8 / info["us_per_call"])
     (row,) = harness.ROWS
     assert row.spread.rounds == 5 and row.unit == "GB/s" and row.invocation == harness.INVOCATION
+
+
+def test_the_cpu_allocator_is_fixed_where_malloc_is_glibcs():
+    import platform
+
+    described = harness.steady_allocator()
+    if platform.libc_ver()[0] == "glibc":
+        assert described == "glibc malloc: mmap threshold 32 MiB, trim threshold 1024 MiB"
+    else:
+        assert described is None

@@ -6,13 +6,13 @@ torch: the extension is compiled against the torch it runs with, and an isolated
 (``sem-fast info`` shows which backends run where). The optional features are pip extras named
 once in `sem_fast.extras` (``pip install -e ".[plots,yaml]"``, or ``".[all]"``).
 
-The extension holds the ``backend='cuda'`` ops: C++ CPU kernels always, CUDA kernels too when
+The extension holds the ``backend='native'`` ops: C++ CPU kernels always, CUDA kernels too when
 torch is a CUDA build and ``nvcc`` is found (``CUDA_HOME``). Environment switches:
 
 - ``SEM_FAST_NO_EXT=1``: skip the extension (pure-Python install).
 - ``SEM_FAST_NO_CUDA=1``: build only the CPU kernels even where CUDA is available.
 - ``SEM_FAST_REQUIRE_EXT=1``: a failed extension build fails the install. Without it a failed
-  build prints a warning and the pure-Python package is installed (``backend='cuda'`` then
+  build prints a warning and the pure-Python package is installed (``backend='native'`` then
   reports why it is unavailable).
 """
 
@@ -72,7 +72,7 @@ def _extension_build() -> tuple[list, dict]:
                     raise
                 print(
                     f"sem_fast: WARNING: building the compiled backend failed ({error}); installing the "
-                    "pure-Python package. backend='cuda' will be unavailable. Set SEM_FAST_REQUIRE_EXT=1 "
+                    "pure-Python package. backend='native' will be unavailable. Set SEM_FAST_REQUIRE_EXT=1 "
                     "to make this an error.",
                     file=sys.stderr,
                 )

@@ -14,6 +14,7 @@ compared per seed (paired):
 
     python examples/studies/analyze.py studies/sem_c10_5k            # prints the report (Markdown)
     python examples/studies/analyze.py studies/sem_c10_5k --out report.md
+    python examples/studies/analyze.py studies/sem_c10_5k --mixup mixup40 --erm erm40   # other sweeps
 """
 
 from __future__ import annotations
@@ -104,10 +105,11 @@ def _row(name: str, p: Paired) -> str:
     return f"| {name} | {diffs} | {p.mean:+.2f} | {p.sd:.2f} | [{p.lo:+.2f}, {p.hi:+.2f}] |"
 
 
-def report(study: Path) -> str:
-    """The Markdown report of the study in ``study`` (``mixup/trials.csv``, ``erm/trials.csv``)."""
-    mixup = read_trials(study / "mixup" / "trials.csv")
-    erm = read_trials(study / "erm" / "trials.csv")
+def report(study: Path, mixup_dir: str = "mixup", erm_dir: str = "erm") -> str:
+    """The Markdown report of the study in ``study``: the sweeps ``<mixup_dir>/trials.csv`` (gamma
+    grid, 0 included) and ``<erm_dir>/trials.csv``."""
+    mixup = read_trials(study / mixup_dir / "trials.csv")
+    erm = read_trials(study / erm_dir / "trials.csv")
     gammas = sorted({r["gamma"] for r in mixup}, key=float)
     val = {g: by_seed(mixup, "final_val_acc", gamma=g) for g in gammas}
     test = {g: by_seed(mixup, "final_test_acc", gamma=g) for g in gammas}
@@ -116,7 +118,7 @@ def report(study: Path) -> str:
     plain = next((g for g in gammas if float(g) == 0), None)
     sem_gammas = [g for g in gammas if float(g) > 0]
     if plain is None or not sem_gammas:
-        raise ValueError(f"{study / 'mixup'}: needs gamma = 0 (plain mixup) and a gamma > 0, got {gammas}")
+        raise ValueError(f"{study / mixup_dir}: needs gamma = 0 (plain mixup) and a gamma > 0, got {gammas}")
     chosen = max(sem_gammas, key=lambda g: statistics.fmean(val[g].values()))
 
     lines = [f"### Accuracy (%), mean ± std over {n} seeds", "",
@@ -130,7 +132,8 @@ def report(study: Path) -> str:
     lines += ["", f"### Paired differences of test accuracy (points), per seed; 95 % interval = mean ± {t:.3f} · sd / √{n}", "",
               "| comparison | per seed | mean | sd | 95 % interval |", "|---|---|---|---|---|",
               _row(f"mixup + SEM (gamma = {chosen}, chosen on validation) − mixup", sem_vs_mixup),
-              _row("mixup − ERM", paired(test[plain], erm_test))]  # fmt: skip
+              _row("mixup − ERM", paired(test[plain], erm_test)),
+              _row(f"mixup + SEM (gamma = {chosen}) − ERM", paired(test[chosen], erm_test))]  # fmt: skip
     lines += [_row(f"for the record, not chosen in advance: gamma = {g} − mixup", paired(test[g], test[plain]))
               for g in sem_gammas if g != chosen]
     lines += ["", f"SEM (gamma = {chosen}) − mixup on the test set: {sem_vs_mixup.verdict()}; "
@@ -141,9 +144,11 @@ def report(study: Path) -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="folder holding the mixup/ and erm/ sweeps")
+    parser.add_argument("--mixup", default="mixup", help="the mixup sweep's folder in the study [mixup]")
+    parser.add_argument("--erm", default="erm", help="the ERM sweep's folder in the study [erm]")
     parser.add_argument("--out", type=Path, help="write the report here too")
     args = parser.parse_args(argv)
-    text = report(args.study)
+    text = report(args.study, args.mixup, args.erm)
     print(text, end="")
     if args.out:
         args.out.write_text(text)

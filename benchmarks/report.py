@@ -11,7 +11,8 @@ same heading in RESULTS.md, or is added; other sections stay. A run of part of t
 whole suite's section. A ratio is written only when both of its rows were timed in the same
 invocation, with the range its two interquartile ranges allow.
 
-Two runs of one command agree when every row's interquartile range overlaps the other's:
+Two runs of one command agree when every target ratio's range in one overlaps the other's (each
+row's absolute time is compared and its drift listed too):
 
     python -m benchmarks.report --compare run1.json run2.json
 """
@@ -61,13 +62,16 @@ def _row(rows: list[Row], group_prefix: str, case: str, provider: str) -> Row | 
 
 
 class Ratios:
-    """The ratio lines of one report: ``add(num, den)`` forms ``num / den`` of two rows' median
-    times with the range their interquartile ranges allow, and refuses (lists) a ratio whose rows
-    were not timed in the same invocation."""
+    """The ratios of one report: ``add(num, den)`` forms ``num / den`` of two rows' median times
+    with the range their interquartile ranges allow (`values`, and a Markdown line each in
+    `lines`), and refuses (lists) a ratio whose rows were not timed in the same invocation."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.refused: list[str] = []
+        #: ``(label, what) -> (ratio, low, high, contended)``; low/high None without spreads of
+        #: two rounds or more.
+        self.values: dict[tuple[str, str], tuple[float, float | None, float | None, bool]] = {}
 
     def add(self, label: str, what: str, num: Row | None, den: Row | None, target: str, percent: bool = False) -> None:
         if num is None or den is None:
@@ -76,15 +80,17 @@ class Ratios:
             self.refused.append(f"{label}: {what} ({num.provider} and {den.provider} from different runs)")
             return
         fmt = (lambda v: f"{v:.0%}") if percent else (lambda v: f"{v:.2f}×")
-        text = fmt(num.us_per_call / den.us_per_call)
-        if num.spread and den.spread:
-            text += f" ({fmt(num.spread.q1 / den.spread.q3)}–{fmt(num.spread.q3 / den.spread.q1)})"
-            if num.spread.contended or den.spread.contended:
-                text += " **contended**"
+        ratio, low, high, contended = num.us_per_call / den.us_per_call, None, None, False
+        text = fmt(ratio)
+        if num.spread and den.spread and min(num.spread.rounds, den.spread.rounds) > 1:
+            low, high = num.spread.q1 / den.spread.q3, num.spread.q3 / den.spread.q1
+            contended = num.spread.contended or den.spread.contended
+            text += f" ({fmt(low)}–{fmt(high)})" + (" **contended**" if contended else "")
+        self.values[(label, what)] = (ratio, low, high, contended)
         self.lines.append(f"| {label} | {what} | {text} | {target} |")
 
 
-def target_ratios(rows: list[Row]) -> list[str]:
+def _target_ratios(rows: list[Row]) -> Ratios:
     """The ratios the project's targets are stated in, each from two rows of one invocation."""
     ratios = Ratios()
     fast = [p for p in dict.fromkeys(r.provider for r in rows) if p in ("triton", "native")]
@@ -116,6 +122,12 @@ def target_ratios(rows: list[Row]) -> list[str]:
             for p in dict.fromkeys(r.provider for r in rows if r.group == group and r.provider.startswith("packed")):
                 ratios.add(f"sweep {case}", f"trials per device-hour, {p} / {base.provider if base else ''}", base,
                            _row(rows, group, case, p), "> 1×")  # fmt: skip
+    return ratios
+
+
+def target_ratios(rows: list[Row]) -> list[str]:
+    """The Markdown of the target ratios (`_target_ratios`) and of those refused."""
+    ratios = _target_ratios(rows)
     lines = []
     if ratios.lines:
         lines += ["\n### Ratios against the targets\n",
@@ -183,30 +195,50 @@ def section(report: dict, command: str) -> str:
 
 
 def compare(first: dict, second: dict) -> tuple[str, bool]:
-    """Markdown comparing the rows two runs share, and whether every row agrees: its
-    interquartile ranges in the two runs overlap. Rows contended in either run (too few rounds
-    undisturbed by other processes) are shown but not held to it."""
+    """Markdown comparing two runs of one command, and whether they agree.
+
+    The runs agree when every target ratio (the figures RESULTS.md concludes from, each formed
+    within one run) agrees: the ranges its two interquartile ranges allow overlap. Each row's
+    absolute time is compared the same way (interquartile ranges overlap) and listed with its
+    drift, the change of its median. A spread within one run does not hold what changes between
+    runs: on the shared 2-core CI machine two consecutive runs drift by a median 5 % per row and up
+    to 56 %, so that rows and ratios there often do not agree (see the README, "Benchmarks").
+    Rows and ratios contended in either run (too few rounds undisturbed by other processes), or
+    timed in one round (no spread), are shown but not held to it."""
     a, b = ({(r.group, r.case, r.provider): r for r in load_rows(run)} for run in (first, second))
     lines = ["| group | case | provider | run 1 µs [q1, q3] | run 2 µs [q1, q3] | difference | agree |",
              "|---|---|---|---:|---:|---:|---|"]  # fmt: skip
-    agree = contended = 0
     shared = [k for k in a if k in b and a[k].spread and b[k].spread]
+    row_agree = row_contended = 0
+    drifts = []
     for k in shared:
         s, t = a[k].spread, b[k].spread
-        ok = s.q1 <= t.q3 and t.q1 <= s.q3
-        if s.contended or t.contended:
-            contended += 1
-            verdict = "contended run " + " and ".join(str(i) for i, x in ((1, s), (2, t)) if x.contended)
-        else:
-            agree += ok
-            verdict = "yes" if ok else "**no**"
+        ok, contended, single = s.q1 <= t.q3 and t.q1 <= s.q3, s.contended or t.contended, min(s.rounds, t.rounds) < 2
+        row_contended += contended or single
+        row_agree += ok and not (contended or single)
+        drifts.append(abs(t.median / s.median - 1))
+        verdict = ("contended run " + " and ".join(str(i) for i, x in ((1, s), (2, t)) if x.contended)
+                   if contended else "one round" if single else "yes" if ok else "**no**")  # fmt: skip
         cells = [*k, *(f"{format_number(x.median)} [{format_number(x.q1)}, {format_number(x.q3)}]" for x in (s, t))]
-        cells += [f"{t.median / s.median - 1:+.1%}", verdict]
-        lines.append("| " + " | ".join(cells) + " |")
-    held = len(shared) - contended
-    lines.append(f"\n{agree} of {held} rows agree within their stated spread (interquartile ranges overlap); "
-                 f"{contended} rows contended in a run (other processes held the CPU in most rounds) "
-                 "not held to it.")  # fmt: skip
+        lines.append("| " + " | ".join([*cells, f"{t.median / s.median - 1:+.1%}", verdict]) + " |")
+    drift = sorted(drifts)[len(drifts) // 2] if drifts else 0.0
+    lines.append(f"\nRows: {row_agree} of {len(shared) - row_contended} agree within their stated spread "
+                 f"(interquartile ranges overlap), {row_contended} contended in a run or of one round; median drift "
+                 f"{drift:.1%}, largest {max(drifts, default=0.0):.1%}.\n")  # fmt: skip
+    ra, rb = (_target_ratios(load_rows(run)).values for run in (first, second))
+    lines += ["| case | ratio | run 1 [range] | run 2 [range] | agree |", "|---|---|---:|---:|---|"]
+    held = agree = 0
+    for k in (k for k in ra if k in rb):
+        (x, xl, xh, xc), (y, yl, yh, yc) = ra[k], rb[k]
+        if xl is None or yl is None:
+            continue
+        ok = xl <= yh and yl <= xh
+        held += not (xc or yc)
+        agree += ok and not (xc or yc)
+        verdict = "contended" if xc or yc else "yes" if ok else "**no**"
+        lines.append(f"| {k[0]} | {k[1]} | {x:.3g} [{xl:.3g}, {xh:.3g}] | {y:.3g} [{yl:.3g}, {yh:.3g}] | {verdict} |")
+    lines.append(f"\nRatios: {agree} of {held} agree within their stated ranges (the runs "
+                 f"{'agree' if agree == held else 'do not agree'}).")  # fmt: skip
     return "\n".join(lines), agree == held
 
 

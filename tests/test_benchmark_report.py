@@ -109,16 +109,21 @@ def test_sweep_packing_gain_is_reported_against_one_process_at_a_time():
     assert "| sweep 8 trials | trials per device-hour, packed x4 / 1 process at a time | 2.50× (" in section(run, "c")
 
 
-def test_two_runs_agree_when_every_rows_interquartile_ranges_overlap():
-    first = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 40.0), _bench("mix", "B512", "copy", 30.0)])
-    close = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 43.0), _bench("mix", "B512", "copy", 30.5)])
-    text, agree = compare(first, close)
-    assert agree and "| mix | B512 | triton | 40 [38, 42] | 43 [40.9, 45.1] | +7.5% | yes |" in text
-    assert "2 of 2 rows agree within their stated spread" in text and "; 0 rows contended" in text
-    far = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 60.0), _bench("mix", "B512", "copy", 30.0)])
-    text, agree = compare(first, far)
-    assert not agree and "| +50.0% | **no** |" in text and "1 of 2 rows agree" in text
-    contended = _report("NVIDIA H100", [_bench("mix", "B512", "triton", 60.0, contended=True),
-                                        _bench("mix", "B512", "copy", 30.0)])  # fmt: skip
-    text, agree = compare(first, contended)
-    assert agree and "| +50.0% | contended run 2 |" in text and "1 of 1 rows agree" in text
+def test_two_runs_agree_when_every_target_ratios_ranges_overlap():
+    def run(triton, copy, **extra):
+        return _report("NVIDIA H100", [_bench("mix", "B512", "triton", triton, **extra),
+                                       _bench("mix", "B512", "copy (roofline)", copy)])  # fmt: skip
+
+    first = run(40.0, 30.0)
+    # Both rows 40 % slower: every row disagrees, the ratio (75 % of copy bandwidth) still agrees.
+    text, agree = compare(first, run(56.0, 42.0))
+    assert agree and "| mix | B512 | triton | 40 [38, 42] | 56 [53.2, 58.8] | +40.0% | **no** |" in text
+    assert "Rows: 0 of 2 agree within their stated spread" in text and "median drift 40.0%" in text
+    assert "| mix B512 | triton bandwidth / copy bandwidth | 0.75 [0.679, 0.829] | 0.75 [0.679, 0.829] | yes |" in text
+    assert "Ratios: 1 of 1 agree" in text and "(the runs agree)" in text
+    text, agree = compare(first, run(60.0, 30.0))  # the kernel alone 50 % slower: the ratio moves
+    assert not agree and "| 0.5 [0.452, 0.553] | **no** |" in text and "Ratios: 0 of 1 agree" in text
+    text, agree = compare(first, run(60.0, 30.0, contended=True))  # a contended run is not held to it
+    assert agree and "| +50.0% | contended run 2 |" in text and "| contended |" in text
+    text, agree = compare(first, run(60.0, 30.0, rounds=1))  # nor a row timed in one round
+    assert agree and "| one round |" in text and "Ratios: 0 of 0 agree" in text

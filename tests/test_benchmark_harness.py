@@ -20,6 +20,12 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+@pytest.fixture(autouse=True)
+def own_rows(monkeypatch):
+    """The rows these tests time stay out of the table the benchmarks' conftest prints at the end."""
+    monkeypatch.setattr(harness, "ROWS", [])
+
+
 class FakeBenchmark:
     """The parts of pytest-benchmark's fixture `measure` uses: ``pedantic`` runs the warm-up
     rounds and the rounds; a disabled fixture's call runs ``fn`` once."""
@@ -125,7 +131,6 @@ def test_a_row_without_enough_undisturbed_rounds_keeps_all_and_is_marked_contend
 
 
 def test_measure_records_the_spread_rounds_and_invocation(monkeypatch):
-    monkeypatch.setattr(harness, "ROWS", [])
     _run_queue(monkeypatch, lambda i: False)
     bench = FakeBenchmark()
     x = torch.ones(1000)

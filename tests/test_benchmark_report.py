@@ -52,9 +52,7 @@ def test_section_has_the_device_commit_command_selection_tables_with_spread_and_
     assert "| mix B512 | triton speed-up over timm elem mode | 100.00× (90.48×–110.53×) | ≥ 20× |" in text
     assert "| loss B512-K10-D512 | triton speed-up over reference | 6.00× (5.43×–6.63×) | ≥ 5× |" in text
     assert "| step B128 | SEM overhead: sem / mixup (gamma=0) time | 1.30× (1.18×–1.44×) | ≤ 1.35× |" in text
-    assert "| step B128 | fastest sem_fast step over the paper-style loop | 4.00× (3.62×–4.42×) | ≥ 4× |" in (
-        text
-    )
+    assert "| step B128 | fastest sem_fast step over the paper-style loop | 4.00× (3.62×–4.42×) | ≥ 4× |" in (text)
     assert "Not computed" not in text
 
 

@@ -48,7 +48,10 @@ def test_study_analysis_chooses_gamma_on_validation_and_pairs_by_seed(tmp_path):
     text = analyze.report(tmp_path)
     # gamma = 2 - mixup per seed: 1..5, mean 3, sd sqrt(2.5), half-width 2.7764 * sqrt(2.5 / 5).
     half = 2.7764 * math.sqrt(0.5)
-    assert f"mixup + SEM (gamma = 2, chosen on validation) − mixup | +1.00, +2.00, +3.00, +4.00, +5.00 | +3.00 | 1.58 | [{3 - half:+.2f}, {3 + half:+.2f}]" in text
+    assert (
+        f"mixup + SEM (gamma = 2, chosen on validation) − mixup | +1.00, +2.00, +3.00, +4.00, +5.00 | +3.00 | 1.58 | [{3 - half:+.2f}, {3 + half:+.2f}]"
+        in text
+    )
     assert "mixup − ERM | +5.00, +4.00, +3.00, +2.00, +1.00 | +3.00" in text
     assert "mixup + SEM (gamma = 2) − ERM | +6.00, +6.00, +6.00, +6.00, +6.00 | +6.00 | 0.00" in text
     assert "gamma = 1 − mixup | +10.00" in text and "for the record" in text

@@ -210,7 +210,8 @@ def compare(first: dict, second: dict) -> tuple[str, bool]:
     to 56 %, so that rows and ratios there often do not agree (see the README, "Benchmarks").
     Rows and ratios contended in either run (too few rounds undisturbed by other processes), or
     timed in one round (no spread), are shown but not held to it."""
-    a, b = ({(r.group, r.case, r.provider): r for r in load_rows(run)} for run in (first, second))
+    rows = [load_rows(run) for run in (first, second)]
+    a, b = ({(r.group, r.case, r.provider): r for r in run_rows} for run_rows in rows)
     lines = ["| group | case | provider | run 1 µs [q1, q3] | run 2 µs [q1, q3] | difference | agree |",
              "|---|---|---|---:|---:|---:|---|"]  # fmt: skip
     shared = [k for k in a if k in b and a[k].spread and b[k].spread]
@@ -230,7 +231,7 @@ def compare(first: dict, second: dict) -> tuple[str, bool]:
     lines.append(f"\nRows: {row_agree} of {len(shared) - row_contended} agree within their stated spread "
                  f"(interquartile ranges overlap), {row_contended} contended in a run or of one round; median drift "
                  f"{drift:.1%}, largest {max(drifts, default=0.0):.1%}.\n")  # fmt: skip
-    ra, rb = (_target_ratios(load_rows(run)).values for run in (first, second))
+    ra, rb = (_target_ratios(run_rows).values for run_rows in rows)
     lines += ["| case | ratio | run 1 [range] | run 2 [range] | agree |", "|---|---|---:|---:|---|"]
     held = agree = 0
     for k in (k for k in ra if k in rb):

@@ -26,16 +26,10 @@ PNG_DPI = 150
 FORMATS = ("png", "svg")
 
 
-def require_matplotlib(what: str) -> None:
-    """Raise `sem_fast.extras.MissingExtraError` (an ``ImportError``) naming the extra ``plots`` when
-    matplotlib is missing; ``what`` is what needs it."""
-    require("matplotlib", what)
-
-
 def new_figure(width: float, height: float) -> Any:
     """A ``matplotlib.figure.Figure`` of ``width`` x ``height`` inches, drawn by the Agg renderer
     (no display, no pyplot state: safe in any process and thread)."""
-    require_matplotlib("drawing figures")
+    require("matplotlib", "drawing figures")
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")

@@ -38,7 +38,8 @@ from sem_fast.data import (
 from sem_fast.eval.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from sem_fast.eval.embedding import equivariance_gap, mixed_features, save_embedding_figure
 from sem_fast.eval.metrics import accuracy, auroc, expected_calibration_error, fpr_at_tpr, max_softmax
-from sem_fast.figure import FORMATS, require_matplotlib
+from sem_fast.extras import require
+from sem_fast.figure import FORMATS
 from sem_fast.train.build import autocast_dtype, build_model, pick_device
 from sem_fast.train.checkpoint import load_checkpoint
 from sem_fast.train.config import TrainConfig
@@ -142,7 +143,7 @@ def evaluate_checkpoint(
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
     checkpoint_file = checkpoint / CHECKPOINT_NAME if checkpoint.is_dir() else checkpoint
     if embedding:
-        require_matplotlib("the embedding figure (--no-embedding: none)")
+        require("matplotlib", "the embedding figure (--no-embedding: none)")
     ev = Evaluator(checkpoint, device=device, amp=amp, batch_size=batch_size, max_images=max_images, seed=seed)
     config = ev.config
     root = Path(data_root if data_root is not None else config.data_root).expanduser().resolve()

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sem_fast.figure import FORMATS, require_matplotlib
+from sem_fast.extras import require
+from sem_fast.figure import FORMATS
 from sem_fast.sweep.local import Log, Pending, TrialOutcomes, run_parallel, run_sequential
 from sem_fast.sweep.plot import plot_metric
 from sem_fast.sweep.ray_backend import RayOptions, run_ray
@@ -108,7 +109,7 @@ def run_sweep(
     out = Path(out)
     trials = expand(spec, out)
     if plot_fields(spec, trials):
-        require_matplotlib("the sweep's plots (--plot '' for none)")
+        require("matplotlib", "the sweep's plots (--plot '' for none)")
     out.mkdir(parents=True, exist_ok=True)
     with hold_lock(out):
         manifest = _manifest(spec, trials)

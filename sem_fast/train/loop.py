@@ -21,7 +21,7 @@ from torch import nn
 import sem_fast
 from sem_fast import SEMConfig, StepOutput, fused_sem_step
 from sem_fast.draws import AugmentDraw, MixDraw
-from sem_fast.figure import require_matplotlib
+from sem_fast.extras import require
 from sem_fast.sampling import sample_step_draws
 from sem_fast.train.build import autocast_dtype, build_model, build_optimizer, build_scheduler, pick_device
 from sem_fast.train.checkpoint import FORMAT, capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -356,7 +356,7 @@ def train(
     config = config.replace(data_root=str(Path(config.data_root).expanduser().resolve()))
     if ranks.is_main:
         if config.plots:
-            require_matplotlib("the learning curves (--no-plots: none)")
+            require("matplotlib", "the learning curves (--no-plots: none)")
         if (early_stop := config.early_stop_warning()) is not None:
             warnings.warn(early_stop, stacklevel=2)
     device = pick_device(rank_device(config.device, ranks))

@@ -105,7 +105,9 @@ class Spread:
 @dataclass
 class Row:
     """One line of the summary table: the median µs per call and, when timed by `measure` or
-    `record`, its spread, the host time per call (CUDA) and the invocation that timed it."""
+    `record`, its spread, the host time per call (CUDA) and the invocation that timed it; a row
+    pooled over several runs (`benchmarks.report.pool_rows`) counts them in ``runs``, and its
+    spread's ``q1``/``q3`` are the lowest and highest of the runs' medians."""
 
     group: str
     case: str
@@ -116,6 +118,7 @@ class Row:
     spread: Spread | None = None
     host_us: float | None = None
     invocation: str = ""
+    runs: int = 1
 
 
 ROWS: list[Row] = []
@@ -369,12 +372,14 @@ def device_name(dev: torch.device) -> str:
 
 def format_table(rows: list[Row], baseline: str = "reference") -> str:
     """Rows as a Markdown table per group: median µs per call with its spread (min, IQR, rounds x
-    calls), host µs per call where measured (CUDA), throughput at the median, and the speed
-    relative to ``baseline`` (the reference path) in the same case and invocation (``>1`` is
-    faster)."""
+    calls; for rows pooled over runs, the lowest to highest of the runs' medians), host µs per call
+    where measured (CUDA), throughput at the median, and the speed relative to ``baseline`` (the
+    reference path) in the same case and invocation (``>1`` is faster)."""
     lines: list[str] = []
     host = any(r.host_us is not None for r in rows)
-    columns = ["case", "provider", "µs/call (median)", "min", "IQR", "rounds × calls"]
+    pooled = any(r.runs > 1 for r in rows)
+    columns = ["case", "provider", "µs/call (median of the runs)" if pooled else "µs/call (median)", "min"]
+    columns += ["runs' medians" if pooled else "IQR", "runs: rounds × calls" if pooled else "rounds × calls"]
     columns += ["host µs/call"] * host + ["throughput", "vs reference"]
     for group in dict.fromkeys(r.group for r in rows):
         grouped = [r for r in rows if r.group == group]
@@ -384,7 +389,13 @@ def format_table(rows: list[Row], baseline: str = "reference") -> str:
             s, ref = r.spread, base.get((r.case, r.invocation))
             n = format_number
             cells = [r.case, r.provider, n(r.us_per_call)]
-            cells += [n(s.min), f"{n(s.iqr)} ({s.iqr / s.median:.0%})", _rounds(s)] if s else [""] * 3
+            if s and pooled:
+                width = f"{n(s.q1)}–{n(s.q3)} ({(s.q3 - s.q1) / s.median:.0%})"
+                cells += [n(s.min), width, f"{r.runs}: {_rounds(s)}"]
+            elif s:
+                cells += [n(s.min), f"{n(s.iqr)} ({s.iqr / s.median:.0%})", _rounds(s)]
+            else:
+                cells += [""] * 3
             cells += [n(r.host_us) if r.host_us is not None else ""] * host
             cells.append(f"{n(r.throughput)} {r.unit}" if r.throughput is not None else "")
             cells.append(f"{n(ref / r.us_per_call)}×" if ref is not None else "")

@@ -2,7 +2,15 @@
 spread, target ratios only of rows timed in the same invocation, a subset run marked as such, and
 the comparison of two runs."""
 
-from benchmarks.report import compare, merge, section
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.report import compare, main, merge, section
 
 RUN_ID = "20261125T000000-abcdef01"
 
@@ -107,21 +115,100 @@ def test_sweep_packing_gain_is_reported_against_one_process_at_a_time():
     assert "| sweep 8 trials | trials per device-hour, packed x4 / 1 process at a time | 2.50× (" in section(run, "c")
 
 
-def test_two_runs_agree_when_every_target_ratios_ranges_overlap():
+def test_two_runs_agree_when_every_rows_and_target_ratios_spreads_overlap():
     def run(triton, copy, **extra):
         return _report("NVIDIA H100", [_bench("mix", "B512", "triton", triton, **extra),
                                        _bench("mix", "B512", "copy (roofline)", copy)])  # fmt: skip
 
     first = run(40.0, 30.0)
-    # Both rows 40 % slower: every row disagrees, the ratio (75 % of copy bandwidth) still agrees.
+    text, agree = compare(first, run(41.0, 29.0))  # within each other's interquartile ranges
+    assert agree and "Rows: 2 of 2 agree" in text and "Ratios: 1 of 1 agree" in text
+    assert "The reports agree (rows and ratios)." in text
+    # Both rows 40 % slower: every row disagrees, so the runs do, though the ratio (75 % of copy
+    # bandwidth) agrees.
     text, agree = compare(first, run(56.0, 42.0))
-    assert agree and "| mix | B512 | triton | 40 [38, 42] | 56 [53.2, 58.8] | +40.0% | **no** |" in text
-    assert "Rows: 0 of 2 agree within their stated spread" in text and "median drift 40.0%" in text
+    assert not agree and "| mix | B512 | triton | 40 [38, 42] | 56 [53.2, 58.8] | +40.0% | **no** |" in text
+    assert "Rows: 0 of 2 agree within their stated spreads" in text and "median drift 40.0%" in text
     assert "| mix B512 | triton bandwidth / copy bandwidth | 0.75 [0.679, 0.829] | 0.75 [0.679, 0.829] | yes |" in text
-    assert "Ratios: 1 of 1 agree" in text and "(the runs agree)" in text
+    assert "Ratios: 1 of 1 agree" in text and "The reports do not agree" in text
     text, agree = compare(first, run(60.0, 30.0))  # the kernel alone 50 % slower: the ratio moves
     assert not agree and "| 0.5 [0.452, 0.553] | **no** |" in text and "Ratios: 0 of 1 agree" in text
-    text, agree = compare(first, run(60.0, 30.0, contended=True))  # a contended run is not held to it
-    assert agree and "| +50.0% | contended run 2 |" in text and "| contended |" in text
+    text, agree = compare(first, run(60.0, 30.0, contended=True))  # a contended row is not held to it
+    assert agree and "| +50.0% | contended in report 2 |" in text and "| contended |" in text
     text, agree = compare(first, run(60.0, 30.0, rounds=1))  # nor a row timed in one round
     assert agree and "| one round |" in text and "Ratios: 0 of 0 agree" in text
+
+
+def _runs(*triton_us, copy_us=30.0, contended=()):
+    """Runs of one command: triton's median per run, the copy's fixed; quartiles ±1 %."""
+    return [_report("NVIDIA H100", [_bench("mix", "B512", "triton", t, q=(0.99, 1.01), invocation=f"run-{i}",
+                                           contended=i in contended, gb_per_s=4000 / t),
+                                    _bench("mix", "B512", "copy (roofline)", copy_us, q=(0.99, 1.01),
+                                           invocation=f"run-{i}")])
+            for i, t in enumerate(triton_us)]  # fmt: skip
+
+
+def test_a_pooled_report_states_the_median_and_range_of_the_runs_medians_and_ratios():
+    text = section(_runs(40.0, 50.0, 44.0), "scripts/bench_runs.sh runs 3")
+    assert "- runs: 3, one after another" in text and "pooled:" in text
+    assert "| case | provider | µs/call (median of the runs) | min | runs' medians | runs: rounds × calls |" in text
+    # median of 40, 44, 50; min 0.9 x 40; 40-50 is 23 % of 44; 3 runs of 15 rounds; GB/s at 44 µs
+    assert "| B512 | triton | 44 | 36 | 40–50 (23%) | 3: 45 × 1 | 90.9 GB/s |" in text
+    # each run's ratio (30/40, 30/50, 30/44): median 68 %, lowest 60 %, highest 75 %
+    assert "Formed within each of the 3 runs" in text
+    assert "| mix B512 | triton bandwidth / copy bandwidth | 68% (60%–75%) | ≥ 90% |" in text
+
+
+def test_pooling_refuses_runs_of_another_commit_or_selection():
+    runs = _runs(40.0, 41.0)
+    runs[1]["commit_info"] = {"id": "fedcba9876543210", "dirty": False}
+    with pytest.raises(ValueError, match="reports: run 2 is not a run of the same command as run 1"):
+        section(runs, "c")
+    runs = _runs(40.0, 41.0)
+    runs[1]["machine_info"]["selection"] = {"subset": True, "description": "-k mix", "selected": 2, "deselected": 8}
+    with pytest.raises(ValueError, match="run 2 is not a run of the same command"):
+        compare(runs[:1], runs)
+
+
+def test_a_pooled_row_leaves_out_the_runs_it_was_contended_in_while_three_remain():
+    text = section(_runs(40.0, 41.0, 42.0, 400.0, contended={3}), "c")
+    assert "| B512 | triton | 41 | 36 | 40–42 (5%) | 3: 45 × 1 |" in text
+    text = section(_runs(40.0, 41.0, 400.0, contended={1, 2}), "c")  # too few left: all runs, marked
+    assert "| B512 | triton | 41 | 36 | 40–400 (878%) | 3: 45 × 1 **contended** |" in text
+    assert "**contended** | ≥ 90% |" in text
+
+
+def test_pooled_reports_agree_where_single_runs_do_not(tmp_path):
+    a, b = _runs(40.0, 46.0, 43.0), _runs(45.0, 41.0, 48.0)
+    assert not compare(a[0], b[0])[1]  # run against run: 40 [39.6, 40.4] vs 45 [44.6, 45.5]
+    text, agree = compare(a, b)
+    assert agree and "| report 1 (3 runs): µs [spread] | report 2 (3 runs): µs [spread] |" in text
+    assert "| mix | B512 | triton | 43 [40, 46] | 45 [41, 48] | +4.7% | yes |" in text
+    # ... and from the command line, each report a directory of runs (exit status 1: disagree)
+    for name, runs in (("a", a), ("b", b), ("c", _runs(60.0, 61.0, 62.0))):
+        (tmp_path / name).mkdir()
+        for i, run in enumerate(runs):
+            (tmp_path / name / f"{i}.json").write_text(json.dumps(run))
+    assert main(["--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert main(["--compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    out = tmp_path / "RESULTS.md"
+    assert main([str(tmp_path / "a"), "--command", "bench_runs a", "--out", str(out)]) == 0
+    assert "- runs: 3" in out.read_text() and "`bench_runs a`" in out.read_text()
+
+
+def test_bench_runs_sh_times_the_runs_in_fresh_processes_and_pools_them(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_runs.sh"
+    env = {**os.environ, "PYTHON": sys.executable}
+    selection = "test_sem_loss_fwd_bwd and reference-B128-K10-D512 and not compiled"
+    done = subprocess.run(["bash", script, tmp_path / "runs", "2", "-k", selection], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = [json.loads((tmp_path / "runs" / f"{i}.json").read_text()) for i in (1, 2)]
+    assert runs[0]["machine_info"]["invocation"] != runs[1]["machine_info"]["invocation"]
+    report = (tmp_path / "runs" / "report.md").read_text()
+    assert "- runs: 2, one after another" in report and "| B128-K10-D512 | reference |" in report
+    assert f"- command: `scripts/bench_runs.sh {tmp_path / 'runs'} 2 -k {selection.replace(' ', chr(92) + ' ')}`" in (
+        report
+    )
+    again = subprocess.run(["bash", script, tmp_path / "runs", "2"], env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds runs" in again.stderr

@@ -15,19 +15,20 @@ The spread within one run does not hold what changes between runs (on a shared m
 by more than their interquartile range from one run to the next), so a report can pool several
 runs of one command (``scripts/bench_runs.sh`` makes them; the JSON files, or a directory of them):
 
-    python -m benchmarks.report runs/ --command "scripts/bench_runs.sh runs 5"
+    python -m benchmarks.report bench-runs/ --command "scripts/bench_runs.sh bench-runs 5"
 
 Each row's time is then the median of the runs' medians and its stated spread the lowest to the
 highest of them; each ratio is formed within each run, and its median and range over the runs are
 stated. Two reports (single runs or pooled) agree when every row's and every target ratio's
 spread in one overlaps the other's:
 
-    python -m benchmarks.report --compare runs_a/ runs_b/
+    python -m benchmarks.report --compare bench-runs/ other-bench-runs/
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import statistics
@@ -95,7 +96,9 @@ def pool_rows(runs: list[list[Row]]) -> list[Row]:
         median = statistics.median(medians)
         spread = Spread(min(s.min for s in kept), min(medians), median, max(medians), sum(s.rounds for s in kept),
                         first.spread.calls, sum(s.dropped for s in kept), contended)  # fmt: skip
-        throughput = statistics.median(r.throughput * r.us_per_call for r in rows) / median if first.throughput else None
+        throughput = (
+            statistics.median(r.throughput * r.us_per_call for r in rows) / median if first.throughput else None
+        )
         host = [r.host_us for r in rows if r.host_us is not None]
         pooled.append(replace(first, us_per_call=median, throughput=throughput, spread=spread,
                               host_us=statistics.median(host) if host else None, invocation="pooled",
@@ -396,11 +399,12 @@ def merge(existing: str, new_section: str) -> str:
 
 
 def load_runs(path: Path) -> list[dict]:
-    """The runs a path names: one JSON file, or every ``*.json`` in a directory (sorted)."""
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    """The runs a path names: one JSON file (``.json``, or gzipped ``.json.gz``), or every such
+    file in a directory (sorted by name)."""
+    files = sorted([*path.glob("*.json"), *path.glob("*.json.gz")]) if path.is_dir() else [path]
     if not files:
         raise SystemExit(f"{path}: expected a pytest-benchmark JSON file or a directory of them, found none")
-    return [json.loads(f.read_text()) for f in files]
+    return [json.loads(gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_text()) for f in files]
 
 
 def main(argv: list[str] | None = None) -> int:

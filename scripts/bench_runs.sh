@@ -5,9 +5,9 @@
 # highest of them, each target ratio formed within each run). The spread of one run does not hold
 # what changes between runs on a shared machine; the runs' range does (README, "Benchmarks").
 #
-#   scripts/bench_runs.sh DIR [RUNS] [PYTEST ARGS...]      # e.g. scripts/bench_runs.sh runs_a 5 -k mix
+#   scripts/bench_runs.sh DIR [RUNS] [PYTEST ARGS...]      # e.g. scripts/bench_runs.sh bench-runs 5 -k mix
 #   python -m benchmarks.report DIR --command "..."          # the pooled section -> benchmarks/RESULTS.md
-#   python -m benchmarks.report --compare runs_a runs_b      # do two such reports agree?
+#   python -m benchmarks.report --compare DIR OTHER_DIR      # do two such reports agree?
 #
 # PYTHON (default: .venv/bin/python when present, else python3) runs pytest and the report.
 set -euo pipefail

@@ -2,6 +2,7 @@
 spread, target ratios only of rows timed in the same invocation, a subset run marked as such, and
 the comparison of two runs."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report import compare, main, merge, section
+from benchmarks.report import compare, load_runs, main, merge, section
 
 RUN_ID = "20261125T000000-abcdef01"
 
@@ -187,8 +188,12 @@ def test_pooled_reports_agree_where_single_runs_do_not(tmp_path):
     # ... and from the command line, each report a directory of runs (exit status 1: disagree)
     for name, runs in (("a", a), ("b", b), ("c", _runs(60.0, 61.0, 62.0))):
         (tmp_path / name).mkdir()
-        for i, run in enumerate(runs):
-            (tmp_path / name / f"{i}.json").write_text(json.dumps(run))
+        for i, run in enumerate(runs):  # plain and gzipped JSON alike
+            path = tmp_path / name / f"{i}.json"
+            if i == 0:
+                path.with_suffix(".json.gz").write_bytes(gzip.compress(json.dumps(run).encode()))
+            else:
+                path.write_text(json.dumps(run))
     assert main(["--compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert main(["--compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
     out = tmp_path / "RESULTS.md"
@@ -200,8 +205,8 @@ def test_bench_runs_sh_times_the_runs_in_fresh_processes_and_pools_them(tmp_path
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_runs.sh"
     env = {**os.environ, "PYTHON": sys.executable}
     selection = "test_sem_loss_fwd_bwd and reference-B128-K10-D512 and not compiled"
-    done = subprocess.run(["bash", script, tmp_path / "runs", "2", "-k", selection], env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(["bash", script, tmp_path / "runs", "2", "-k", selection], check=False, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     runs = [json.loads((tmp_path / "runs" / f"{i}.json").read_text()) for i in (1, 2)]
     assert runs[0]["machine_info"]["invocation"] != runs[1]["machine_info"]["invocation"]
@@ -210,5 +215,13 @@ def test_bench_runs_sh_times_the_runs_in_fresh_processes_and_pools_them(tmp_path
     assert f"- command: `scripts/bench_runs.sh {tmp_path / 'runs'} 2 -k {selection.replace(' ', chr(92) + ' ')}`" in (
         report
     )
-    again = subprocess.run(["bash", script, tmp_path / "runs", "2"], env=env, capture_output=True, text=True)
+    again = subprocess.run(
+        ["bash", script, tmp_path / "runs", "2"], check=False, env=env, capture_output=True, text=True
+    )
     assert again.returncode == 2 and "already holds runs" in again.stderr
+
+
+def test_the_recorded_cpu_runs_pool_and_agree_as_the_readme_states():
+    recorded = Path(__file__).resolve().parents[1] / "benchmarks" / "recorded_runs" / "2026-11-29-cpu"
+    text, agree = compare(*(load_runs(recorded / side) for side in ("a", "b")))
+    assert agree and "Rows: 61 of 61 agree" in text and "Ratios: 21 of 21 agree" in text

@@ -56,6 +56,13 @@ def test_study_analysis_chooses_gamma_on_validation_and_pairs_by_seed(tmp_path):
     assert "mixup + SEM (gamma = 2) − ERM | +6.00, +6.00, +6.00, +6.00, +6.00 | +6.00 | 0.00" in text
     assert "gamma = 1 − mixup | +10.00" in text and "for the record" in text
     assert "a > b (the 95 % interval excludes 0)" in text
+    # A wider grid run later, read with the first as one grid: gamma = 4 has the best validation.
+    _write_trials(tmp_path / "wide", [("4", s, 53.0, plain[s] + 2.0) for s in range(5)])
+    wide = analyze.report(tmp_path, ["mixup", "wide"])
+    assert "mixup + SEM (gamma = 4, chosen on validation) − mixup | +2.00, +2.00" in wide
+    assert "gamma = 2 − mixup | +1.00" in wide and "| mixup + SEM, gamma = 4 (chosen) | 53.00 ± 0.00 |" in wide
+    with pytest.raises(ValueError, match="gamma = 0, seed = 0 is also in"):
+        analyze.report(tmp_path, ["mixup", "mixup"])
     _write_trials(tmp_path / "unfinished" / "mixup", [("0", 0, 50.0, 60.0)])
     (tmp_path / "unfinished" / "mixup" / "trials.csv").write_text(
         (tmp_path / "unfinished" / "mixup" / "trials.csv").read_text().replace("finished", "stopped")

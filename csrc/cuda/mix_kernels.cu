@@ -198,6 +198,15 @@ struct PixelParams {
   float scale[kMaxNormChannels], bias[kMaxNormChannels];  // uint8 input only
 };
 
+// The (row, column) of this thread's pixel of its sample's H x W grid (blockIdx.x tiles the grid,
+// blockIdx.y is the sample); false for the threads past its last pixel.
+__device__ __forceinline__ bool pixel_of(const Images& im, int& row, int& col) {
+  const int pixel = blockIdx.x * kPixelThreads + threadIdx.x;
+  row = im.cols.div(pixel);
+  col = pixel - row * im.W;
+  return row < im.H;
+}
+
 // Offset (index_t) of the source pixel of output (i, j) under crop, and whether it is inside the
 // image (false in zero padding).
 template <typename index_t>
@@ -224,10 +233,8 @@ __global__ void __launch_bounds__(kPixelThreads)
                        out_t* __restrict__ mix) {
   const Images& im = p.im;
   const int b = blockIdx.y;
-  const int pixel = blockIdx.x * kPixelThreads + threadIdx.x;
-  const int i = im.cols.div(pixel);
-  if (i >= im.H) return;
-  const int j = pixel - i * im.W;
+  int i, j;
+  if (!pixel_of(im, i, j)) return;
   const index_t out = static_cast<index_t>(i) * static_cast<index_t>(p.out.h) +
                       static_cast<index_t>(j) * static_cast<index_t>(p.out.w);
   out_t* clean_px = clean + b * p.sample_out + out;
@@ -293,10 +300,8 @@ __global__ void __launch_bounds__(kPixelThreads)
                         const DrawView d, const int64_t* __restrict__ inv, in_t* __restrict__ grad) {
   const Images& im = p.im;
   const int k = blockIdx.y;
-  const int pixel = blockIdx.x * kPixelThreads + threadIdx.x;
-  const int r = im.cols.div(pixel);
-  if (r >= im.H) return;
-  const int s = pixel - r * im.W;
+  int r, s;
+  if (!pixel_of(im, r, s)) return;
 
   int64_t m = inv[k];
   const bool m_ok = m >= 0 && m < im.B;

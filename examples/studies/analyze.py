@@ -15,6 +15,7 @@ compared per seed (paired):
     python examples/studies/analyze.py studies/sem_c10_5k            # prints the report (Markdown)
     python examples/studies/analyze.py studies/sem_c10_5k --out report.md
     python examples/studies/analyze.py studies/sem_c10_5k --mixup mixup40 --erm erm40   # other sweeps
+    python examples/studies/analyze.py studies/sem_c10_5k --mixup mixup mixup_wide      # a wider grid
 """
 
 from __future__ import annotations
@@ -105,10 +106,25 @@ def _row(name: str, p: Paired) -> str:
     return f"| {name} | {diffs} | {p.mean:+.2f} | {p.sd:.2f} | [{p.lo:+.2f}, {p.hi:+.2f}] |"
 
 
-def report(study: Path, mixup_dir: str = "mixup", erm_dir: str = "erm") -> str:
+def read_sweeps(paths: list[Path]) -> list[dict[str, str]]:
+    """The finished trials of several sweeps of one grid (e.g. a wider gamma grid run later), as
+    one list; ``ValueError`` if two sweeps hold the same (gamma, seed)."""
+    rows, seen = [], {}
+    for path in paths:
+        for row in read_trials(path):
+            key = (float(row["gamma"]), int(row["seed"]))
+            if key in seen:
+                raise ValueError(f"{path}: gamma = {row['gamma']}, seed = {row['seed']} is also in {seen[key]}")
+            seen[key] = path
+            rows.append(row)
+    return rows
+
+
+def report(study: Path, mixup_dir: str | list[str] = "mixup", erm_dir: str = "erm") -> str:
     """The Markdown report of the study in ``study``: the sweeps ``<mixup_dir>/trials.csv`` (gamma
-    grid, 0 included) and ``<erm_dir>/trials.csv``."""
-    mixup = read_trials(study / mixup_dir / "trials.csv")
+    grid, 0 included; several folders are read as one grid) and ``<erm_dir>/trials.csv``."""
+    mixup_dirs = [mixup_dir] if isinstance(mixup_dir, str) else mixup_dir
+    mixup = read_sweeps([study / d / "trials.csv" for d in mixup_dirs])
     erm = read_trials(study / erm_dir / "trials.csv")
     gammas = sorted({r["gamma"] for r in mixup}, key=float)
     val = {g: by_seed(mixup, "final_val_acc", gamma=g) for g in gammas}
@@ -118,7 +134,7 @@ def report(study: Path, mixup_dir: str = "mixup", erm_dir: str = "erm") -> str:
     plain = next((g for g in gammas if float(g) == 0), None)
     sem_gammas = [g for g in gammas if float(g) > 0]
     if plain is None or not sem_gammas:
-        raise ValueError(f"{study / mixup_dir}: needs gamma = 0 (plain mixup) and a gamma > 0, got {gammas}")
+        raise ValueError(f"{study}/{mixup_dirs}: needs gamma = 0 (plain mixup) and a gamma > 0, got {gammas}")
     chosen = max(sem_gammas, key=lambda g: statistics.fmean(val[g].values()))
 
     lines = [f"### Accuracy (%), mean ± std over {n} seeds", "",
@@ -147,7 +163,8 @@ def report(study: Path, mixup_dir: str = "mixup", erm_dir: str = "erm") -> str:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="folder holding the mixup/ and erm/ sweeps")
-    parser.add_argument("--mixup", default="mixup", help="the mixup sweep's folder in the study [mixup]")
+    parser.add_argument("--mixup", nargs="+", default=["mixup"],
+                        help="the mixup sweep's folder in the study; several are read as one gamma grid [mixup]")  # fmt: skip
     parser.add_argument("--erm", default="erm", help="the ERM sweep's folder in the study [erm]")
     parser.add_argument("--out", type=Path, help="write the report here too")
     args = parser.parse_args(argv)

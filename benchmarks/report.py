@@ -116,7 +116,7 @@ def _row(rows: list[Row], group_prefix: str, case: str, provider: str) -> Row | 
 @dataclass(frozen=True)
 class Ratio:
     """``num / den`` of two rows' median times: ``value``, its range ``low``-``high`` (None without
-    spreads of two rounds or more) and whether a side was contended; ``runs`` it was formed in."""
+    spreads of two rounds or more, in one run) and whether a side was contended."""
 
     value: float
     low: float | None
@@ -124,7 +124,6 @@ class Ratio:
     contended: bool
     target: str
     percent: bool
-    runs: int = 1
 
     def text(self) -> str:
         fmt = (lambda v: f"{v:.0%}") if self.percent else (lambda v: f"{v:.2f}×")
@@ -158,7 +157,7 @@ class Ratios:
 
 def pool_ratios(runs: list[Ratios]) -> Ratios:
     """The ratios of several runs of one command (a ratio every run formed): the median of the
-    runs' ratios, its range the lowest to the highest of them."""
+    runs' ratios, its range the lowest to the highest of them (also for rows of one round a run)."""
     pooled = Ratios()
     pooled.refused = list(dict.fromkeys(r for run in runs for r in run.refused))
     for key, first in runs[0].values.items():
@@ -167,9 +166,8 @@ def pool_ratios(runs: list[Ratios]) -> Ratios:
             continue
         kept, contended = _kept(ratios, [r.contended for r in ratios])
         values = [r.value for r in kept]
-        low, high = (min(values), max(values)) if first.low is not None else (None, None)
-        pooled.values[key] = replace(first, value=statistics.median(values), low=low, high=high, contended=contended,
-                                     runs=len(kept))  # fmt: skip
+        low, high = (min(values), max(values)) if len(values) > 1 else (first.low, first.high)
+        pooled.values[key] = replace(first, value=statistics.median(values), low=low, high=high, contended=contended)
     return pooled
 
 
@@ -385,8 +383,9 @@ def compare(first: dict | list[dict], second: dict | list[dict]) -> tuple[str, b
 
 
 def merge(existing: str, new_section: str) -> str:
-    """Replace the section with ``new_section``'s heading in ``existing`` (or add it). A run of the
-    whole suite also drops the subset sections of its device, which it supersedes."""
+    """Replace the section with ``new_section``'s heading in ``existing``, where it stands (or add it
+    first). A run of the whole suite also drops the subset sections of its device, which it
+    supersedes."""
     heading = new_section.splitlines()[0]
     parts = re.split(r"(?m)^(?=## )", existing or HEADER)
     whole = " (subset" not in heading
@@ -394,8 +393,10 @@ def merge(existing: str, new_section: str) -> str:
     def superseded(part: str) -> bool:
         return part.startswith(heading + "\n") or (whole and part.startswith(heading + " (subset"))
 
-    kept = [p for p in parts if not superseded(p)]
-    return "".join([kept[0], new_section, *kept[1:]]).rstrip() + "\n"
+    at = next((i for i, part in enumerate(parts) if superseded(part)), 1)
+    kept = [part for i, part in enumerate(parts) if i < at and not superseded(part)]
+    rest = [part for i, part in enumerate(parts) if i >= at and not superseded(part)]
+    return "".join([*kept, new_section.rstrip() + "\n\n", *rest]).rstrip() + "\n"
 
 
 def load_runs(path: Path) -> list[dict]:

@@ -105,6 +105,7 @@ def test_merge_replaces_the_same_device_and_keeps_others():
     both = merge(first, cpu)
     again = merge(both, section(RUN, "run 2"))
     assert again.count("## NVIDIA H100") == 1 and "run 2" in again and "run 1" not in again
+    assert again.index("## CPU: EPYC") < again.index("## NVIDIA H100")  # replaced where it stood
     assert "## CPU: EPYC (2 cores)" in again and again.startswith("# Benchmark results")
 
 
@@ -224,4 +225,13 @@ def test_bench_runs_sh_times_the_runs_in_fresh_processes_and_pools_them(tmp_path
 def test_the_recorded_cpu_runs_pool_and_agree_as_the_readme_states():
     recorded = Path(__file__).resolve().parents[1] / "benchmarks" / "recorded_runs" / "2026-11-29-cpu"
     text, agree = compare(*(load_runs(recorded / side) for side in ("a", "b")))
-    assert agree and "Rows: 61 of 61 agree" in text and "Ratios: 21 of 21 agree" in text
+    assert agree and "Rows: 61 of 61 agree" in text and "Ratios: 22 of 22 agree" in text
+
+
+def test_a_ratio_of_rows_timed_in_one_round_gets_its_range_from_the_runs():
+    group = "sweep: trials per device-hour"
+    runs = [_report("NVIDIA H100", [_bench(group, "8 trials", "sequential", 100.0, rounds=1, invocation=f"r{i}"),
+                                    _bench(group, "8 trials", "packed x4", packed, rounds=1, invocation=f"r{i}")])
+            for i, packed in enumerate((40.0, 50.0, 45.0))]  # fmt: skip
+    assert "packed x4 / sequential | 2.50× |" in section(runs[0], "c")  # one round: no range in a run
+    assert "packed x4 / sequential | 2.22× (2.00×–2.50×) |" in section(runs, "c")

@@ -11,18 +11,19 @@
 #
 # PYTHON (default: .venv/bin/python when present, else python3) runs pytest and the report.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-dir="${1:?usage: scripts/bench_runs.sh DIR [RUNS] [PYTEST ARGS...]}"
+given="${1:?usage: scripts/bench_runs.sh DIR [RUNS] [PYTEST ARGS...]}"
 runs="${2:-5}"
 shift $(($# >= 2 ? 2 : 1))
+command="scripts/bench_runs.sh $given $runs${*:+$(printf ' %q' "$@")}"
+dir="$(realpath -m "$given")"  # DIR is relative to where the script is called from
+cd "$(dirname "$0")/.."
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "RUNS: expected a positive whole number, got '$runs'" >&2; exit 2; }
 if compgen -G "$dir/*.json" > /dev/null; then
-  echo "DIR: $dir already holds runs (*.json); give an empty or new directory, so that only these runs are pooled" >&2
+  echo "DIR: $given already holds runs (*.json); give an empty or new directory, so that only these runs are pooled" >&2
   exit 2
 fi
 PY="${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}"
 mkdir -p "$dir"
-command="scripts/bench_runs.sh $dir $runs$(printf ' %q' "$@")"
 for i in $(seq 1 "$runs"); do
   echo "== run $i of $runs"
   "$PY" -m pytest benchmarks --benchmark-only -q -p no:cacheprovider --benchmark-json "$dir/$i.json" "$@"

@@ -63,6 +63,13 @@ def test_study_analysis_chooses_gamma_on_validation_and_pairs_by_seed(tmp_path):
     assert "gamma = 2 − mixup | +1.00" in wide and "| mixup + SEM, gamma = 4 (chosen) | 53.00 ± 0.00 |" in wide
     with pytest.raises(ValueError, match="gamma = 0, seed = 0 is also in"):
         analyze.report(tmp_path, ["mixup", "mixup"])
+    fig = analyze.gamma_figure(tmp_path, ["mixup", "wide"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2", "4"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][0] == "ERM test: 59.00 ± 3.16"
+    assert len(ax.get_lines()) >= 5 and ax.get_xlabel() == "SEM weight gamma (0: plain mixup)"
+    analyze.main([str(tmp_path), "--mixup", "mixup", "wide", "--plot", str(tmp_path / "acc")])
+    assert (tmp_path / "acc.png").stat().st_size > 0 and (tmp_path / "acc.svg").stat().st_size > 0
     _write_trials(tmp_path / "unfinished" / "mixup", [("0", 0, 50.0, 60.0)])
     (tmp_path / "unfinished" / "mixup" / "trials.csv").write_text(
         (tmp_path / "unfinished" / "mixup" / "trials.csv").read_text().replace("finished", "stopped")

@@ -16,6 +16,7 @@ compared per seed (paired):
     python examples/studies/analyze.py studies/sem_c10_5k --out report.md
     python examples/studies/analyze.py studies/sem_c10_5k --mixup mixup40 --erm erm40   # other sweeps
     python examples/studies/analyze.py studies/sem_c10_5k --mixup mixup mixup_wide      # a wider grid
+    python examples/studies/analyze.py studies/sem_c10_5k --plot accuracy_vs_gamma   # + the figure
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: The paper's Table 1 (PreActResNet18, CIFAR-10): mixup 95.77 %, mixup + SEM 96.45 %.
 PAPER_GAIN = 96.45 - 95.77
@@ -160,6 +162,39 @@ def report(study: Path, mixup_dir: str | list[str] = "mixup", erm_dir: str = "er
     return "\n".join(lines) + "\n"
 
 
+def gamma_figure(study: Path, mixup_dir: str | list[str] = "mixup", erm_dir: str = "erm") -> Any:
+    """Validation and test accuracy against gamma (mean ± std over seeds; each seed's test accuracy
+    as a thin line, since seeds are paired) with ERM's test accuracy as a band: a matplotlib Figure."""
+    from sem_fast.figure import new_figure
+
+    mixup_dirs = [mixup_dir] if isinstance(mixup_dir, str) else mixup_dir
+    mixup = read_sweeps([study / d / "trials.csv" for d in mixup_dirs])
+    erm = list(by_seed(read_trials(study / erm_dir / "trials.csv"), "final_test_acc").values())
+    gammas = sorted({r["gamma"] for r in mixup}, key=float)
+    fig = new_figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    xs = range(len(gammas))  # gamma on an even scale: 0 and a doubling grid
+    test = [by_seed(mixup, "final_test_acc", gamma=g) for g in gammas]
+    for seed in sorted(test[0]):
+        ax.plot(xs, [t.get(seed, math.nan) for t in test], color="0.8", linewidth=0.8, zorder=1)
+    for metric, label, shift, color in (("final_test_acc", "test (10,000 images)", 0.06, "C0"),
+                                        ("final_val_acc", "validation (500 images: chooses gamma)", -0.06, "C1")):  # fmt: skip
+        values = [list(by_seed(mixup, metric, gamma=g).values()) for g in gammas]
+        ax.errorbar([x + shift for x in xs], [statistics.fmean(v) for v in values],
+                    yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values], marker="o", markersize=4,
+                    capsize=4, linewidth=1.5, color=color, label=label, zorder=2)  # fmt: skip
+    mean, sd = statistics.fmean(erm), statistics.stdev(erm) if len(erm) > 1 else 0.0
+    ax.axhspan(mean - sd, mean + sd, color="0.6", alpha=0.2, label=f"ERM test: {mean:.2f} ± {sd:.2f}")
+    ax.set_xticks(list(xs), [f"{float(g):g}" for g in gammas])
+    ax.set_xlabel("SEM weight gamma (0: plain mixup)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Mixup + SEM against gamma: mean ± std over {len(test[0])} seeds (thin lines: each seed's test)",
+                 fontsize=9)  # fmt: skip
+    ax.grid(True, color="0.92")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="folder holding the mixup/ and erm/ sweeps")
@@ -167,11 +202,16 @@ def main(argv: list[str] | None = None) -> str:
                         help="the mixup sweep's folder in the study; several are read as one gamma grid [mixup]")  # fmt: skip
     parser.add_argument("--erm", default="erm", help="the ERM sweep's folder in the study [erm]")
     parser.add_argument("--out", type=Path, help="write the report here too")
+    parser.add_argument("--plot", type=Path, help="write the accuracy-vs-gamma figure to PLOT.png and PLOT.svg")
     args = parser.parse_args(argv)
     text = report(args.study, args.mixup, args.erm)
     print(text, end="")
     if args.out:
         args.out.write_text(text)
+    if args.plot:
+        from sem_fast.figure import save_figure
+
+        save_figure(gamma_figure(args.study, args.mixup, args.erm), args.plot)
     return text
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sem_fast.sweep.results import Cell
+
 #: The paper's Table 1 (PreActResNet18, CIFAR-10): mixup 95.77 %, mixup + SEM 96.45 %.
 PAPER_GAIN = 96.45 - 95.77
 
@@ -99,8 +101,8 @@ def by_seed(rows: list[dict[str, str]], metric: str, **match: str) -> dict[int, 
 
 
 def _mean_std(values: dict[int, float]) -> str:
-    v = list(values.values())
-    return f"{statistics.fmean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+    cell = Cell(tuple(values.values()))
+    return f"{cell.mean:.2f} ± {cell.std:.2f}" if cell.std is not None else f"{cell.mean:.2f}"
 
 
 def _row(name: str, p: Paired) -> str:
@@ -122,13 +124,20 @@ def read_sweeps(paths: list[Path]) -> list[dict[str, str]]:
     return rows
 
 
-def report(study: Path, mixup_dir: str | list[str] = "mixup", erm_dir: str = "erm") -> str:
-    """The Markdown report of the study in ``study``: the sweeps ``<mixup_dir>/trials.csv`` (gamma
-    grid, 0 included; several folders are read as one grid) and ``<erm_dir>/trials.csv``."""
+def read_study(
+    study: Path, mixup_dir: str | list[str], erm_dir: str
+) -> tuple[list[dict[str, str]], list[dict[str, str]], list[str]]:
+    """The trials of the sweeps ``<mixup_dir>/trials.csv`` (gamma grid, 0 included; several folders
+    are read as one grid) and ``<erm_dir>/trials.csv`` in ``study``, and the mixup grid's gammas."""
     mixup_dirs = [mixup_dir] if isinstance(mixup_dir, str) else mixup_dir
     mixup = read_sweeps([study / d / "trials.csv" for d in mixup_dirs])
     erm = read_trials(study / erm_dir / "trials.csv")
-    gammas = sorted({r["gamma"] for r in mixup}, key=float)
+    return mixup, erm, sorted({r["gamma"] for r in mixup}, key=float)
+
+
+def report(study: Path, mixup_dir: str | list[str] = "mixup", erm_dir: str = "erm") -> str:
+    """The Markdown report of the study in ``study`` (`read_study`)."""
+    mixup, erm, gammas = read_study(study, mixup_dir, erm_dir)
     val = {g: by_seed(mixup, "final_val_acc", gamma=g) for g in gammas}
     test = {g: by_seed(mixup, "final_test_acc", gamma=g) for g in gammas}
     erm_val, erm_test = by_seed(erm, "final_val_acc"), by_seed(erm, "final_test_acc")
@@ -136,7 +145,7 @@ def report(study: Path, mixup_dir: str | list[str] = "mixup", erm_dir: str = "er
     plain = next((g for g in gammas if float(g) == 0), None)
     sem_gammas = [g for g in gammas if float(g) > 0]
     if plain is None or not sem_gammas:
-        raise ValueError(f"{study}/{mixup_dirs}: needs gamma = 0 (plain mixup) and a gamma > 0, got {gammas}")
+        raise ValueError(f"{study}/{mixup_dir}: needs gamma = 0 (plain mixup) and a gamma > 0, got {gammas}")
     chosen = max(sem_gammas, key=lambda g: statistics.fmean(val[g].values()))
 
     lines = [f"### Accuracy (%), mean ± std over {n} seeds", "",
@@ -167,10 +176,7 @@ def gamma_figure(study: Path, mixup_dir: str | list[str] = "mixup", erm_dir: str
     as a thin line, since seeds are paired) with ERM's test accuracy as a band: a matplotlib Figure."""
     from sem_fast.figure import new_figure
 
-    mixup_dirs = [mixup_dir] if isinstance(mixup_dir, str) else mixup_dir
-    mixup = read_sweeps([study / d / "trials.csv" for d in mixup_dirs])
-    erm = list(by_seed(read_trials(study / erm_dir / "trials.csv"), "final_test_acc").values())
-    gammas = sorted({r["gamma"] for r in mixup}, key=float)
+    mixup, erm_trials, gammas = read_study(study, mixup_dir, erm_dir)
     fig = new_figure(6.4, 4.4)
     ax = fig.add_subplot()
     xs = range(len(gammas))  # gamma on an even scale: 0 and a doubling grid
@@ -179,12 +185,12 @@ def gamma_figure(study: Path, mixup_dir: str | list[str] = "mixup", erm_dir: str
         ax.plot(xs, [t.get(seed, math.nan) for t in test], color="0.8", linewidth=0.8, zorder=1)
     for metric, label, shift, color in (("final_test_acc", "test (10,000 images)", 0.06, "C0"),
                                         ("final_val_acc", "validation (500 images: chooses gamma)", -0.06, "C1")):  # fmt: skip
-        values = [list(by_seed(mixup, metric, gamma=g).values()) for g in gammas]
-        ax.errorbar([x + shift for x in xs], [statistics.fmean(v) for v in values],
-                    yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values], marker="o", markersize=4,
-                    capsize=4, linewidth=1.5, color=color, label=label, zorder=2)  # fmt: skip
-    mean, sd = statistics.fmean(erm), statistics.stdev(erm) if len(erm) > 1 else 0.0
-    ax.axhspan(mean - sd, mean + sd, color="0.6", alpha=0.2, label=f"ERM test: {mean:.2f} ± {sd:.2f}")
+        cells = [Cell(tuple(by_seed(mixup, metric, gamma=g).values())) for g in gammas]
+        ax.errorbar([x + shift for x in xs], [c.mean for c in cells], yerr=[c.std or 0.0 for c in cells], marker="o",
+                    markersize=4, capsize=4, linewidth=1.5, color=color, label=label, zorder=2)  # fmt: skip
+    erm = Cell(tuple(by_seed(erm_trials, "final_test_acc").values()))
+    sd = erm.std or 0.0
+    ax.axhspan(erm.mean - sd, erm.mean + sd, color="0.6", alpha=0.2, label=f"ERM test: {erm.mean:.2f} ± {sd:.2f}")
     ax.set_xticks(list(xs), [f"{float(g):g}" for g in gammas])
     ax.set_xlabel("SEM weight gamma (0: plain mixup)")
     ax.set_ylabel("accuracy (%)")
